@@ -1,0 +1,91 @@
+"""Typed settings, read once from the environment (and `.env`) and passed down explicitly.
+
+Nothing below `bridge.app.create_app` reads `os.environ`: tests and the CLI build a `Settings` and hand it in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+EngineName = Literal["auto", "local", "openai", "simulate"]
+StoreName = Literal["auto", "sqlite", "postgres", "supabase"]
+BroadcasterName = Literal["auto", "local", "supabase"]
+OnOff = Literal["on", "off"]
+
+
+class Settings(BaseSettings):
+    """Every knob of the bridge; names match the environment variables in the architecture brief."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+
+    store: StoreName = "auto"
+    database_url: str | None = None
+    supabase_url: str | None = None
+    supabase_service_role_key: str | None = None
+    supabase_anon_key: str | None = None
+    supabase_jwt_secret: str | None = None
+    supabase_private_topics: bool = False
+    broadcaster: BroadcasterName = "auto"
+
+    stt_engine: EngineName = "auto"
+    openai_api_key: str | None = None
+    openai_model: str = "whisper-1"
+    openai_base_url: str | None = None
+    openai_timeout_s: float = 30.0
+    whisper_model: str | None = None
+    whisper_threads: int = 2
+    transcribe_concurrency: int = 1
+    partials: OnOff | None = None
+    simulate_latency_ms: int = 0
+
+    service_key: str | None = None
+    session_token_secret: str | None = None
+    session_token_ttl: int = 86_400
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = 10_000_000
+    auto_migrate: OnOff = "on"
+    rate_limits: OnOff = "on"
+
+    session_idle_timeout: int = 900
+    session_max_duration: int = 14_400
+    gap_timeout_s: float = 10.0
+    end_grace_s: float = 10.0
+    response_wait_s: float = 5.0
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    def resolved_store(self) -> Literal["sqlite", "postgres", "supabase"]:
+        """`auto` picks Postgres when `DATABASE_URL` is set, else Supabase when `SUPABASE_URL` is, else SQLite."""
+        if self.store != "auto":
+            return self.store
+        if self.database_url:
+            return "postgres"
+        if self.supabase_url:
+            return "supabase"
+        return "sqlite"
+
+    def resolved_broadcaster(self) -> Literal["local", "supabase"]:
+        """`auto` broadcasts through Supabase Realtime when a project is configured, else the in-process hub."""
+        if self.broadcaster != "auto":
+            return self.broadcaster
+        if self.supabase_url and self.supabase_service_role_key:
+            return "supabase"
+        return "local"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "bridge.sqlite3"

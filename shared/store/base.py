@@ -1,0 +1,134 @@
+"""The Store protocol: everything the bridge keeps, behind one small async interface.
+
+Every implementation (SQLite, Postgres, Supabase) passes the same conformance suite in
+`tests/store/test_conformance.py`. Reads and writes that a client can reach are scoped by tenant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol
+
+from shared.models import (
+    EntryWrite,
+    InsertOutcome,
+    NewChunk,
+    NewEntry,
+    Session,
+    SessionStatus,
+    SpeakerStream,
+    StoredChunk,
+    Tenant,
+    TranscriptEntry,
+)
+
+
+class StreamLeaseLost(Exception):
+    """Another worker took the speaker stream (the lease ran out); the caller must reload and start over."""
+
+
+class Store(Protocol):
+    """Persistence for tenants, sessions, audio chunks, speaker streams and transcript entries."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Open connections and apply pending migrations unless `AUTO_MIGRATE=off`."""
+
+    async def close(self) -> None: ...
+
+    async def migrate(self) -> list[str]:
+        """Apply pending migrations; returns the names of the ones applied now."""
+
+    # tenants
+    async def create_tenant(self, tenant: Tenant, api_key_hash: str) -> None: ...
+
+    async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None: ...
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    # sessions
+    async def create_session(self, session: Session) -> None: ...
+
+    async def get_session(self, session_id: str, tenant_id: str | None) -> Session | None:
+        """The session if it exists and belongs to `tenant_id` (None: internal callers only)."""
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        status: SessionStatus | None = None,
+        candidate_id: str | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        """Newest first; `before` is the (created_at, id) of the last session of the previous page."""
+
+    async def set_session_status(
+        self, session_id: str, status: SessionStatus, at: datetime, *, only_if_active: bool = True
+    ) -> Session | None:
+        """Close (or reopen) a session; with `only_if_active` a closed session is left as it is.
+
+        Returns the session as stored afterwards, or None when it does not exist.
+        """
+
+    async def delete_session(self, tenant_id: str, session_id: str) -> bool:
+        """Erase the session, its audio, streams and entries; False when it is not this tenant's."""
+
+    async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
+        """(session_id, speaker) pairs of sessions that still have pending chunks, for recovery."""
+
+    # audio chunks
+    async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:
+        """Persist a chunk once: a replay with the same digest is a duplicate, other content a conflict.
+
+        Also moves the session's `last_activity_at` to the chunk's `received_at`.
+        """
+
+    async def list_chunks(
+        self,
+        session_id: str,
+        speaker: str,
+        *,
+        from_sequence: int = 0,
+        pending_only: bool = False,
+        with_data: bool = False,
+    ) -> list[StoredChunk]:
+        """Chunks of one speaker from `from_sequence` on, in sequence order."""
+
+    async def get_chunk(self, session_id: str, speaker: str, sequence_number: int) -> StoredChunk | None:
+        """One chunk with its bytes."""
+
+    async def next_sequences(self, session_id: str) -> dict[str, int]:
+        """Per speaker, one past the highest sequence number stored: where a reloaded page resumes."""
+
+    # speaker streams (utterance assembly)
+    async def claim_stream(
+        self, session_id: str, speaker: str, owner: str, lease_seconds: float, now: datetime
+    ) -> SpeakerStream | None:
+        """Take the speaker's stream for `lease_seconds` (creating it at first use); None if another owner
+        holds an unexpired lease."""
+
+    async def save_stream(
+        self,
+        stream: SpeakerStream,
+        owner: str,
+        *,
+        done_sequences: Sequence[int] = (),
+        entry: NewEntry | None = None,
+    ) -> EntryWrite | None:
+        """Atomically: store `entry` (idempotent), mark `done_sequences` done and write the stream state.
+
+        Raises `StreamLeaseLost` when `owner` no longer holds the lease or the stream's version moved on;
+        then nothing is written. Increments `stream.version` on success.
+        """
+
+    async def release_stream(self, session_id: str, speaker: str, owner: str) -> None: ...
+
+    # transcript entries
+    async def insert_entry(self, entry: NewEntry) -> EntryWrite:
+        """Store an entry once per (session_id, speaker, first_sequence); a repeat returns the stored one."""
+
+    async def list_entries(self, session_id: str) -> list[TranscriptEntry]:
+        """Entries ordered by (start_ms, speaker, first_sequence)."""
