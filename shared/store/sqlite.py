@@ -1,0 +1,496 @@
+"""The embedded store: one SQLite file in the data dir, WAL mode, schema migrated on start.
+
+Calls run synchronously on the event loop thread: each statement takes microseconds, a thread hop would cost
+more than the work. `synchronous=NORMAL` in WAL mode survives a process crash (what "acknowledged" promises
+here); a power cut may lose the last transactions, which is the usual SQLite trade-off.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from shared.errors import StoreUnavailable
+from shared.models import (
+    ChunkState,
+    EntryWrite,
+    InsertOutcome,
+    NewChunk,
+    NewEntry,
+    Session,
+    SessionStatus,
+    SpeakerStream,
+    StoredChunk,
+    Tenant,
+    TranscriptEntry,
+    utcnow,
+)
+from shared.store.base import StreamLeaseLost
+
+_TS = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).strftime(_TS)
+
+
+def _ts_opt(value: datetime | None) -> str | None:
+    return None if value is None else _ts(value)
+
+
+def _dt(value: str) -> datetime:
+    return datetime.strptime(value, _TS).replace(tzinfo=UTC)
+
+
+def _dt_opt(value: str | None) -> datetime | None:
+    return None if value is None else _dt(value)
+
+
+def sqlite_migrations() -> list[tuple[str, str]]:
+    """(name, sql) of every embedded migration, in order."""
+    folder = resources.files("shared.store") / "migrations" / "sqlite"
+    files = sorted((item for item in folder.iterdir() if item.name.endswith(".sql")), key=lambda i: i.name)
+    return [(item.name, item.read_text(encoding="utf-8")) for item in files]
+
+
+class SQLiteStore:
+    """Store protocol on SQLite."""
+
+    name = "sqlite"
+
+    def __init__(self, path: Path | str, *, auto_migrate: bool = True) -> None:
+        self.path = Path(path) if str(path) != ":memory:" else path
+        self.auto_migrate = auto_migrate
+        self._conn: sqlite3.Connection | None = None
+
+    # lifecycle
+    async def start(self) -> None:
+        if self._conn is not None:
+            return
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open the SQLite database at {self.path}: {exc}") from exc
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA busy_timeout=5000")
+        self._conn = conn
+        if self.auto_migrate:
+            await self.migrate()
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreUnavailable("the store is not open; call start() first")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE so two processes on one file serialise instead of failing."""
+        conn = self.conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"the SQLite database is busy or unwritable: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreUnavailable(f"the SQLite commit failed: {exc}") from exc
+
+    async def migrate(self) -> list[str]:
+        conn = self.conn
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+        )
+        done = {row["name"] for row in conn.execute("SELECT name FROM schema_migrations")}
+        applied: list[str] = []
+        for name, sql in sqlite_migrations():
+            if name in done:
+                continue
+            with self._write() as tx:
+                for statement in _split_sql(sql):
+                    tx.execute(statement)
+                tx.execute("INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)", (name, _ts(utcnow())))
+            applied.append(name)
+        return applied
+
+    # tenants
+    async def create_tenant(self, tenant: Tenant, api_key_hash: str) -> None:
+        with self._write() as tx:
+            tx.execute(
+                "INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES (?, ?, ?, ?)",
+                (tenant.id, tenant.name, api_key_hash, _ts(tenant.created_at)),
+            )
+
+    async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None:
+        row = self.conn.execute("SELECT * FROM tenants WHERE api_key_hash = ?", (api_key_hash,)).fetchone()
+        return _tenant(row) if row else None
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        row = self.conn.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
+        return _tenant(row) if row else None
+
+    # sessions
+    async def create_session(self, session: Session) -> None:
+        with self._write() as tx:
+            tx.execute(
+                "INSERT INTO sessions (id, tenant_id, candidate_id, position_id, status, speakers, language,"
+                " metadata, created_at, last_activity_at, ended_at, machine_id)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session.id,
+                    session.tenant_id,
+                    session.candidate_id,
+                    session.position_id,
+                    session.status.value,
+                    json.dumps(list(session.speakers)),
+                    session.language,
+                    json.dumps(session.metadata),
+                    _ts(session.created_at),
+                    _ts(session.last_activity_at),
+                    _ts_opt(session.ended_at),
+                    session.machine_id,
+                ),
+            )
+
+    async def get_session(self, session_id: str, tenant_id: str | None) -> Session | None:
+        if tenant_id is None:
+            row = self.conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT * FROM sessions WHERE id = ? AND tenant_id = ?", (session_id, tenant_id)
+            ).fetchone()
+        return _session(row) if row else None
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        status: SessionStatus | None = None,
+        candidate_id: str | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        sql = "SELECT * FROM sessions WHERE tenant_id = ?"
+        args: list[Any] = [tenant_id]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status.value)
+        if candidate_id is not None:
+            sql += " AND candidate_id = ?"
+            args.append(candidate_id)
+        if before is not None:
+            sql += " AND (created_at < ? OR (created_at = ? AND id < ?))"
+            args += [_ts(before[0]), _ts(before[0]), before[1]]
+        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        args.append(limit)
+        return [_session(row) for row in self.conn.execute(sql, args)]
+
+    async def set_session_status(
+        self, session_id: str, status: SessionStatus, at: datetime, *, only_if_active: bool = True
+    ) -> Session | None:
+        ended_at = None if status is SessionStatus.ACTIVE else _ts(at)
+        with self._write() as tx:
+            sql = "UPDATE sessions SET status = ?, ended_at = ?, last_activity_at = ? WHERE id = ?"
+            if only_if_active:
+                sql += " AND status = 'active'"
+            tx.execute(sql, (status.value, ended_at, _ts(at), session_id))
+            row = tx.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _session(row) if row else None
+
+    async def delete_session(self, tenant_id: str, session_id: str) -> bool:
+        with self._write() as tx:
+            cursor = tx.execute("DELETE FROM sessions WHERE id = ? AND tenant_id = ?", (session_id, tenant_id))
+        return cursor.rowcount > 0
+
+    async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
+        rows = self.conn.execute(
+            "SELECT DISTINCT session_id, speaker FROM audio_chunks WHERE state = 'pending'"
+            " ORDER BY session_id, speaker"
+        )
+        return [(row["session_id"], row["speaker"]) for row in rows]
+
+    # audio chunks
+    async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:
+        with self._write() as tx:
+            existing = tx.execute(
+                "SELECT digest FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number = ?",
+                (chunk.session_id, chunk.speaker, chunk.sequence_number),
+            ).fetchone()
+            if existing is not None:
+                same = existing["digest"] == chunk.digest
+                return InsertOutcome.DUPLICATE if same else InsertOutcome.CONFLICT
+            tx.execute(
+                "INSERT INTO audio_chunks (session_id, speaker, sequence_number, mime_type, bytes, digest,"
+                " starts_stream, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                (
+                    chunk.session_id,
+                    chunk.speaker,
+                    chunk.sequence_number,
+                    chunk.mime_type,
+                    chunk.data,
+                    chunk.digest,
+                    int(chunk.starts_stream),
+                    _ts(chunk.received_at),
+                ),
+            )
+            tx.execute(
+                "UPDATE sessions SET last_activity_at = ? WHERE id = ? AND last_activity_at < ?",
+                (_ts(chunk.received_at), chunk.session_id, _ts(chunk.received_at)),
+            )
+        return InsertOutcome.INSERTED
+
+    async def list_chunks(
+        self,
+        session_id: str,
+        speaker: str,
+        *,
+        from_sequence: int = 0,
+        pending_only: bool = False,
+        with_data: bool = False,
+    ) -> list[StoredChunk]:
+        columns = "session_id, speaker, sequence_number, mime_type, starts_stream, received_at, state"
+        if with_data:
+            columns += ", bytes"
+        sql = f"SELECT {columns} FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number >= ?"
+        if pending_only:
+            sql += " AND state = 'pending'"
+        sql += " ORDER BY sequence_number"
+        rows = self.conn.execute(sql, (session_id, speaker, from_sequence))
+        return [_chunk(row, with_data) for row in rows]
+
+    async def get_chunk(self, session_id: str, speaker: str, sequence_number: int) -> StoredChunk | None:
+        row = self.conn.execute(
+            "SELECT * FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number = ?",
+            (session_id, speaker, sequence_number),
+        ).fetchone()
+        return _chunk(row, True) if row else None
+
+    async def next_sequences(self, session_id: str) -> dict[str, int]:
+        rows = self.conn.execute(
+            "SELECT speaker, MAX(sequence_number) AS top FROM audio_chunks WHERE session_id = ? GROUP BY speaker",
+            (session_id,),
+        )
+        return {row["speaker"]: row["top"] + 1 for row in rows}
+
+    # speaker streams
+    async def claim_stream(
+        self, session_id: str, speaker: str, owner: str, lease_seconds: float, now: datetime
+    ) -> SpeakerStream | None:
+        until = _ts(now + timedelta(seconds=lease_seconds))
+        with self._write() as tx:
+            tx.execute(
+                "INSERT OR IGNORE INTO speaker_streams (session_id, speaker) VALUES (?, ?)", (session_id, speaker)
+            )
+            cursor = tx.execute(
+                "UPDATE speaker_streams SET lease_owner = ?, lease_until = ?"
+                " WHERE session_id = ? AND speaker = ?"
+                " AND (lease_owner IS NULL OR lease_owner = ? OR lease_until < ?)",
+                (owner, until, session_id, speaker, owner, _ts(now)),
+            )
+            if cursor.rowcount == 0:
+                return None
+            row = tx.execute(
+                "SELECT * FROM speaker_streams WHERE session_id = ? AND speaker = ?", (session_id, speaker)
+            ).fetchone()
+        return _stream(row)
+
+    async def save_stream(
+        self,
+        stream: SpeakerStream,
+        owner: str,
+        *,
+        done_sequences: Sequence[int] = (),
+        entry: NewEntry | None = None,
+    ) -> EntryWrite | None:
+        written: EntryWrite | None = None
+        with self._write() as tx:
+            cursor = tx.execute(
+                "UPDATE speaker_streams SET next_sequence = ?, buffer_sequence = ?, buffer_offset = ?,"
+                " buffer_start_ms = ?, header_sequence = ?, gap_since = ?, version = version + 1"
+                " WHERE session_id = ? AND speaker = ? AND lease_owner = ? AND version = ?",
+                (
+                    stream.next_sequence,
+                    stream.buffer_sequence,
+                    stream.buffer_offset,
+                    stream.buffer_start_ms,
+                    stream.header_sequence,
+                    _ts_opt(stream.gap_since),
+                    stream.session_id,
+                    stream.speaker,
+                    owner,
+                    stream.version,
+                ),
+            )
+            if cursor.rowcount == 0:
+                raise StreamLeaseLost(f"stream {stream.session_id}/{stream.speaker} was taken by another worker")
+            if done_sequences:
+                tx.executemany(
+                    "UPDATE audio_chunks SET state = 'done'"
+                    " WHERE session_id = ? AND speaker = ? AND sequence_number = ?",
+                    [(stream.session_id, stream.speaker, seq) for seq in done_sequences],
+                )
+            if entry is not None:
+                written = _insert_entry(tx, entry)
+        stream.version += 1
+        return written
+
+    async def release_stream(self, session_id: str, speaker: str, owner: str) -> None:
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE speaker_streams SET lease_owner = NULL, lease_until = NULL"
+                " WHERE session_id = ? AND speaker = ? AND lease_owner = ?",
+                (session_id, speaker, owner),
+            )
+
+    # transcript entries
+    async def insert_entry(self, entry: NewEntry) -> EntryWrite:
+        with self._write() as tx:
+            return _insert_entry(tx, entry)
+
+    async def list_entries(self, session_id: str) -> list[TranscriptEntry]:
+        rows = self.conn.execute(
+            "SELECT * FROM transcript_entries WHERE session_id = ?"
+            " ORDER BY start_ms IS NULL, start_ms, speaker, first_sequence",
+            (session_id,),
+        )
+        return [_entry(row) for row in rows]
+
+
+def _insert_entry(tx: sqlite3.Connection, entry: NewEntry) -> EntryWrite:
+    existing = tx.execute(
+        "SELECT * FROM transcript_entries WHERE session_id = ? AND speaker = ? AND first_sequence = ?",
+        (entry.session_id, entry.speaker, entry.first_sequence),
+    ).fetchone()
+    if existing is not None:
+        return EntryWrite(_entry(existing), created=False)
+    stored = TranscriptEntry(
+        id=str(uuid.uuid4()),
+        session_id=entry.session_id,
+        tenant_id=entry.tenant_id,
+        speaker=entry.speaker,
+        first_sequence=entry.first_sequence,
+        last_sequence=entry.last_sequence,
+        text=entry.text,
+        start_ms=entry.start_ms,
+        end_ms=entry.end_ms,
+        language=entry.language,
+        confidence=entry.confidence,
+        engine=entry.engine,
+        created_at=utcnow(),
+    )
+    tx.execute(
+        "INSERT INTO transcript_entries (id, tenant_id, session_id, speaker, first_sequence, last_sequence,"
+        " text, start_ms, end_ms, language, confidence, engine, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            stored.id,
+            stored.tenant_id,
+            stored.session_id,
+            stored.speaker,
+            stored.first_sequence,
+            stored.last_sequence,
+            stored.text,
+            stored.start_ms,
+            stored.end_ms,
+            stored.language,
+            stored.confidence,
+            stored.engine,
+            _ts(stored.created_at),
+        ),
+    )
+    return EntryWrite(stored, created=True)
+
+
+def _split_sql(sql: str) -> list[str]:
+    """Statements of a migration file (ours hold no semicolons inside literals)."""
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+
+
+def _tenant(row: sqlite3.Row) -> Tenant:
+    return Tenant(id=row["id"], name=row["name"], created_at=_dt(row["created_at"]))
+
+
+def _session(row: sqlite3.Row) -> Session:
+    return Session(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        status=SessionStatus(row["status"]),
+        created_at=_dt(row["created_at"]),
+        last_activity_at=_dt(row["last_activity_at"]),
+        candidate_id=row["candidate_id"],
+        position_id=row["position_id"],
+        speakers=tuple(json.loads(row["speakers"])),
+        language=row["language"],
+        metadata=json.loads(row["metadata"]),
+        ended_at=_dt_opt(row["ended_at"]),
+        machine_id=row["machine_id"],
+    )
+
+
+def _chunk(row: sqlite3.Row, with_data: bool) -> StoredChunk:
+    return StoredChunk(
+        session_id=row["session_id"],
+        speaker=row["speaker"],
+        sequence_number=row["sequence_number"],
+        mime_type=row["mime_type"],
+        starts_stream=bool(row["starts_stream"]),
+        received_at=_dt(row["received_at"]),
+        state=ChunkState(row["state"]),
+        data=bytes(row["bytes"]) if with_data else None,
+    )
+
+
+def _stream(row: sqlite3.Row) -> SpeakerStream:
+    return SpeakerStream(
+        session_id=row["session_id"],
+        speaker=row["speaker"],
+        next_sequence=row["next_sequence"],
+        buffer_sequence=row["buffer_sequence"],
+        buffer_offset=row["buffer_offset"],
+        buffer_start_ms=row["buffer_start_ms"],
+        header_sequence=row["header_sequence"],
+        gap_since=_dt_opt(row["gap_since"]),
+        version=row["version"],
+    )
+
+
+def _entry(row: sqlite3.Row) -> TranscriptEntry:
+    return TranscriptEntry(
+        id=row["id"],
+        session_id=row["session_id"],
+        tenant_id=row["tenant_id"],
+        speaker=row["speaker"],
+        first_sequence=row["first_sequence"],
+        last_sequence=row["last_sequence"],
+        text=row["text"],
+        start_ms=row["start_ms"],
+        end_ms=row["end_ms"],
+        language=row["language"],
+        confidence=row["confidence"],
+        engine=row["engine"],
+        created_at=_dt(row["created_at"]),
+    )

@@ -1,0 +1,261 @@
+"""The Store protocol's behaviour, run against every backend through the `store` fixture (tests/store/conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from shared.models import (
+    InsertOutcome,
+    NewChunk,
+    NewEntry,
+    Session,
+    SessionStatus,
+    Tenant,
+)
+from shared.store.base import Store, StreamLeaseLost
+
+T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
+
+
+async def make_tenant(store: Store, name: str = "acme") -> Tenant:
+    tenant = Tenant(id=str(uuid.uuid4()), name=name, created_at=T0)
+    await store.create_tenant(tenant, api_key_hash=hashlib.sha256(tenant.id.encode()).hexdigest())
+    return tenant
+
+
+async def make_session(store: Store, tenant: Tenant, *, at: datetime = T0, candidate: str | None = None) -> Session:
+    session = Session(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant.id,
+        status=SessionStatus.ACTIVE,
+        created_at=at,
+        last_activity_at=at,
+        candidate_id=candidate,
+        speakers=("interviewer", "candidate"),
+        metadata={"room": "blue", "n": 1},
+    )
+    await store.create_session(session)
+    return session
+
+
+def chunk(session: Session, seq: int, data: bytes = b"RIFFdata", speaker: str = "candidate") -> NewChunk:
+    return NewChunk(
+        session_id=session.id,
+        speaker=speaker,
+        sequence_number=seq,
+        data=data,
+        digest=hashlib.sha256(data).hexdigest(),
+        mime_type="audio/wav",
+        starts_stream=data.startswith(b"RIFF"),
+        received_at=T0 + timedelta(seconds=seq),
+    )
+
+
+def entry(session: Session, first: int, text: str = "hello", speaker: str = "candidate") -> NewEntry:
+    return NewEntry(
+        session_id=session.id,
+        tenant_id=session.tenant_id,
+        speaker=speaker,
+        first_sequence=first,
+        last_sequence=first + 1,
+        text=text,
+        start_ms=first * 2000,
+        end_ms=first * 2000 + 1500,
+        language="en",
+        confidence=0.9,
+        engine="simulate",
+    )
+
+
+async def test_tenant_found_by_key_hash(store: Store) -> None:
+    """A tenant is found by the hash of its API key and by id, and an unknown hash finds nothing."""
+    tenant = await make_tenant(store)
+    found = await store.tenant_by_key_hash(hashlib.sha256(tenant.id.encode()).hexdigest())
+    assert found == tenant
+    assert await store.get_tenant(tenant.id) == tenant
+    assert await store.tenant_by_key_hash("0" * 64) is None
+
+
+async def test_session_round_trip_and_tenant_scope(store: Store) -> None:
+    """A session reads back whole for its tenant and is invisible to another tenant."""
+    a, b = await make_tenant(store, "a"), await make_tenant(store, "b")
+    session = await make_session(store, a, candidate="c-1")
+    assert await store.get_session(session.id, a.id) == session
+    assert await store.get_session(session.id, b.id) is None
+    assert await store.get_session(session.id, None) == session
+
+
+async def test_list_sessions_pages_newest_first(store: Store) -> None:
+    """Listing is newest first, filtered by status and candidate, and pages with a (created_at, id) cursor."""
+    tenant, other = await make_tenant(store), await make_tenant(store, "other")
+    made = [await make_session(store, tenant, at=T0 + timedelta(minutes=i), candidate=f"c{i % 2}") for i in range(5)]
+    await make_session(store, other)
+    page1 = await store.list_sessions(tenant.id, limit=2)
+    assert [s.id for s in page1] == [made[4].id, made[3].id]
+    page2 = await store.list_sessions(tenant.id, limit=10, before=(page1[-1].created_at, page1[-1].id))
+    assert [s.id for s in page2] == [made[2].id, made[1].id, made[0].id]
+    only_c0 = await store.list_sessions(tenant.id, candidate_id="c0")
+    assert {s.id for s in only_c0} == {made[0].id, made[2].id, made[4].id}
+    await store.set_session_status(made[1].id, SessionStatus.ENDED, T0 + timedelta(hours=1))
+    ended = await store.list_sessions(tenant.id, status=SessionStatus.ENDED)
+    assert [s.id for s in ended] == [made[1].id]
+
+
+async def test_session_status_changes_only_once(store: Store) -> None:
+    """Ending an active session records ended_at; ending it again leaves the first end in place."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    ended = await store.set_session_status(session.id, SessionStatus.ENDED, T0 + timedelta(minutes=5))
+    assert ended is not None and ended.status is SessionStatus.ENDED
+    assert ended.ended_at == T0 + timedelta(minutes=5)
+    again = await store.set_session_status(session.id, SessionStatus.ABANDONED, T0 + timedelta(minutes=9))
+    assert again is not None and again.status is SessionStatus.ENDED
+    assert again.ended_at == T0 + timedelta(minutes=5)
+    assert await store.set_session_status(str(uuid.uuid4()), SessionStatus.ENDED, T0) is None
+
+
+async def test_chunk_insert_is_idempotent(store: Store) -> None:
+    """The same chunk twice is a duplicate, other bytes under the same sequence a conflict, and one row stays."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    assert await store.insert_chunk(chunk(session, 0, b"RIFFone")) is InsertOutcome.INSERTED
+    assert await store.insert_chunk(chunk(session, 0, b"RIFFone")) is InsertOutcome.DUPLICATE
+    assert await store.insert_chunk(chunk(session, 0, b"RIFFtwo")) is InsertOutcome.CONFLICT
+    stored = await store.list_chunks(session.id, "candidate", with_data=True)
+    assert [(c.sequence_number, c.data) for c in stored] == [(0, b"RIFFone")]
+
+
+async def test_chunks_listed_in_sequence_order(store: Store) -> None:
+    """Chunks come back ordered by sequence whatever the arrival order, with bytes only when asked."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    for seq in (2, 0, 3, 1):
+        await store.insert_chunk(chunk(session, seq, b"RIFF%d" % seq))
+    await store.insert_chunk(chunk(session, 0, b"RIFFi", speaker="interviewer"))
+    listed = await store.list_chunks(session.id, "candidate", from_sequence=1)
+    assert [c.sequence_number for c in listed] == [1, 2, 3]
+    assert all(c.data is None for c in listed)
+    one = await store.get_chunk(session.id, "candidate", 2)
+    assert one is not None and one.data == b"RIFF2" and one.starts_stream
+    assert await store.next_sequences(session.id) == {"candidate": 4, "interviewer": 1}
+
+
+async def test_chunk_insert_moves_last_activity(store: Store) -> None:
+    """Storing a chunk moves the session's last_activity_at to the chunk's arrival time."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    await store.insert_chunk(chunk(session, 7))
+    reread = await store.get_session(session.id, tenant.id)
+    assert reread is not None and reread.last_activity_at == T0 + timedelta(seconds=7)
+
+
+async def test_stream_lease_excludes_other_owners(store: Store) -> None:
+    """A claimed stream cannot be claimed by another owner until released or its lease runs out."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    first = await store.claim_stream(session.id, "candidate", "w1", 30, T0)
+    assert first is not None and first.next_sequence == 0
+    assert await store.claim_stream(session.id, "candidate", "w2", 30, T0 + timedelta(seconds=1)) is None
+    assert await store.claim_stream(session.id, "candidate", "w1", 30, T0 + timedelta(seconds=1)) is not None
+    assert await store.claim_stream(session.id, "candidate", "w2", 30, T0 + timedelta(seconds=60)) is not None
+    await store.release_stream(session.id, "candidate", "w2")
+    assert await store.claim_stream(session.id, "candidate", "w3", 30, T0 + timedelta(seconds=61)) is not None
+
+
+async def test_save_stream_is_atomic_and_fenced(store: Store) -> None:
+    """Saving a stream writes state, marks chunks done and stores the entry together, and a stale writer fails."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    for seq in range(3):
+        await store.insert_chunk(chunk(session, seq, b"RIFF%d" % seq))
+    stream = await store.claim_stream(session.id, "candidate", "w1", 30, T0)
+    assert stream is not None
+    stream.next_sequence, stream.buffer_sequence, stream.buffer_offset, stream.buffer_start_ms = 3, 2, 800, 4050
+    stream.header_sequence = 2
+    written = await store.save_stream(stream, "w1", done_sequences=[0, 1], entry=entry(session, 0))
+    assert written is not None and written.created and written.entry.text == "hello"
+    pending = await store.list_chunks(session.id, "candidate", pending_only=True)
+    assert [c.sequence_number for c in pending] == [2]
+    await store.release_stream(session.id, "candidate", "w1")
+    again = await store.claim_stream(session.id, "candidate", "w2", 30, T0 + timedelta(seconds=1))
+    assert again is not None
+    assert (again.next_sequence, again.buffer_sequence, again.buffer_offset, again.buffer_start_ms) == (3, 2, 800, 4050)
+    assert again.header_sequence == 2
+    with pytest.raises(StreamLeaseLost):
+        await store.save_stream(stream, "w1", done_sequences=[2], entry=entry(session, 2))
+    assert [c.sequence_number for c in await store.list_chunks(session.id, "candidate", pending_only=True)] == [2]
+    assert [e.first_sequence for e in await store.list_entries(session.id)] == [0]
+
+
+async def test_stale_version_is_refused(store: Store) -> None:
+    """A save based on an old version of the stream is refused even by the lease holder."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    stream = await store.claim_stream(session.id, "candidate", "w1", 30, T0)
+    assert stream is not None
+    old_version = stream.version
+    await store.save_stream(stream, "w1")
+    assert stream.version == old_version + 1
+    stream.version = old_version
+    with pytest.raises(StreamLeaseLost):
+        await store.save_stream(stream, "w1")
+
+
+async def test_entry_insert_is_idempotent(store: Store) -> None:
+    """An entry is stored once per (session, speaker, first_sequence); a repeat returns the stored one."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    first = await store.insert_entry(entry(session, 4, "first"))
+    repeat = await store.insert_entry(entry(session, 4, "second"))
+    assert first.created and not repeat.created
+    assert repeat.entry == first.entry and repeat.entry.text == "first"
+    other_speaker = await store.insert_entry(entry(session, 4, "other", speaker="interviewer"))
+    assert other_speaker.created
+
+
+async def test_entries_sorted_by_time_speaker_sequence(store: Store) -> None:
+    """Entries list by start_ms, then speaker, then first_sequence."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    await store.insert_entry(entry(session, 3, "late"))
+    await store.insert_entry(entry(session, 1, "b-early", speaker="interviewer"))
+    await store.insert_entry(entry(session, 1, "a-early", speaker="candidate"))
+    texts = [e.text for e in await store.list_entries(session.id)]
+    assert texts == ["a-early", "b-early", "late"]
+
+
+async def test_delete_session_erases_everything(store: Store) -> None:
+    """Deleting a session removes its audio and entries, and another tenant cannot delete it."""
+    a, b = await make_tenant(store, "a"), await make_tenant(store, "b")
+    session = await make_session(store, a)
+    await store.insert_chunk(chunk(session, 0))
+    await store.insert_entry(entry(session, 0))
+    assert not await store.delete_session(b.id, session.id)
+    assert await store.delete_session(a.id, session.id)
+    assert await store.get_session(session.id, None) is None
+    assert await store.list_chunks(session.id, "candidate") == []
+    assert await store.list_entries(session.id) == []
+
+
+async def test_pending_audio_is_found_for_recovery(store: Store) -> None:
+    """Speakers with pending chunks are listed for recovery, and disappear once their chunks are done."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    await store.insert_chunk(chunk(session, 0))
+    await store.insert_chunk(chunk(session, 0, speaker="interviewer"))
+    assert await store.sessions_with_pending_audio() == sorted(
+        [(session.id, "candidate"), (session.id, "interviewer")]
+    )
+    stream = await store.claim_stream(session.id, "candidate", "w", 30, T0)
+    assert stream is not None
+    await store.save_stream(stream, "w", done_sequences=[0])
+    assert await store.sessions_with_pending_audio() == [(session.id, "interviewer")]
+
+
+async def test_migrate_twice_applies_nothing_new(store: Store) -> None:
+    """Running migrations on a migrated store applies nothing."""
+    assert await store.migrate() == []
