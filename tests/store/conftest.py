@@ -1,28 +1,70 @@
-"""The `store` fixture: every conformance test runs once per backend."""
+"""The `store` fixture: every conformance test runs once per backend; Postgres fixtures for the store tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from shared.store.base import Store
+from shared.store.postgres import PostgresStore
 from shared.store.sqlite import SQLiteStore
+from tests import pg
 
-BACKENDS = [pytest.param("sqlite", id="sqlite")]
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgres", id="postgres"),
+    # SUPABASE_PLACEHOLDER
+]
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pg.PgServer]:
+    """The test session's PostgreSQL: DATABASE_URL's, else an embedded one (never a skip)."""
+    with pg.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def pg_database(pg_server: pg.PgServer) -> AsyncIterator[str]:
+    """One database for the store tests of this session (each test gets its own schema in it)."""
+    await pg.check_reachable(pg_server)
+    dsn = await pg.create_database(pg_server, "ib_store")
+    try:
+        yield dsn
+    finally:
+        await pg.drop_database(pg_server, dsn)
+
+
+@pytest.fixture
+async def pg_dsn(pg_database: str) -> AsyncIterator[str]:
+    """A DSN whose connections work in a fresh, empty schema (dropped after the test)."""
+    schema, dsn = await pg.create_schema(pg_database)
+    try:
+        yield dsn
+    finally:
+        await pg.drop_schema(pg_database, schema)
 
 
 @pytest.fixture(params=BACKENDS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh, migrated store of each kind."""
-    backend: Store
+def unstarted_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """A store of each kind on fresh storage, not yet started (sync, so it may pull in async fixtures)."""
     if request.param == "sqlite":
-        backend = SQLiteStore(tmp_path / "bridge.sqlite3")
-    else:  # pragma: no cover - later backends register here
-        raise AssertionError(request.param)
-    await backend.start()
+        return SQLiteStore(tmp_path / "bridge.sqlite3")
+    if request.param == "postgres":
+        return PostgresStore(request.getfixturevalue("pg_dsn"), max_size=4)
+    if request.param == "supabase":
+        backend: Store = request.getfixturevalue("supabase_on_postgres")
+        return backend
+    raise AssertionError(request.param)  # pragma: no cover - later backends register here
+
+
+@pytest.fixture
+async def store(unstarted_store: Store) -> AsyncIterator[Store]:
+    """A fresh, migrated store of each kind."""
+    await unstarted_store.start()
     try:
-        yield backend
+        yield unstarted_store
     finally:
-        await backend.close()
+        await unstarted_store.close()

@@ -1,0 +1,491 @@
+"""The Postgres store: asyncpg pool, schema from `supabase/migrations/`, atomic steps as SQL functions.
+
+Works against any PostgreSQL 15+, Supabase's own database included, directly (port 5432) or through a
+transaction-mode pooler (Supabase's on port 6543, PgBouncer): there a server connection changes between
+transactions, so named prepared statements cannot be cached (`statement_cache_size=0`); that is switched on
+by `pgbouncer=True`, by `?pgbouncer=true` in the DSN, or by the DSN's port being 6543.
+
+Claiming and saving a speaker stream, inserting a chunk and inserting an entry each run as one SQL function
+call (`claim_speaker_stream`, `save_speaker_stream`, `insert_audio_chunk`, `insert_transcript_entry`): one
+round trip, one transaction, row locks and conditional updates inside, so two machines on one database never
+store an entry twice or lose a done-marking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from shared.errors import StoreUnavailable
+from shared.models import (
+    ChunkState,
+    EntryWrite,
+    InsertOutcome,
+    NewChunk,
+    NewEntry,
+    Session,
+    SessionStatus,
+    SpeakerStream,
+    StoredChunk,
+    Tenant,
+    TranscriptEntry,
+)
+from shared.store.base import StreamLeaseLost
+
+POOLER_PORT = 6543
+# pg_advisory_xact_lock key serialising migrations between processes that start together ("ib-migr")
+_MIGRATION_LOCK = 0x69622D6D69677200
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def migrations_dir() -> Path:
+    """`supabase/migrations/` of this checkout: the same files a Supabase user applies with their own tools."""
+    return Path(__file__).resolve().parents[2] / "supabase" / "migrations"
+
+
+def postgres_migrations(folder: Path | None = None) -> list[tuple[str, str]]:
+    """(name, sql) of every migration file, in name (timestamp) order."""
+    folder = folder or migrations_dir()
+    if not folder.is_dir():
+        raise StoreUnavailable(f"the Postgres migrations folder {folder} is missing; ship supabase/migrations")
+    files = sorted(path for path in folder.iterdir() if path.suffix == ".sql")
+    return [(path.name, path.read_text(encoding="utf-8")) for path in files]
+
+
+def parse_dsn(dsn: str, pgbouncer: bool | None) -> tuple[str, bool]:
+    """The DSN to hand asyncpg (without our `pgbouncer` parameter) and whether a transaction pooler is in the way."""
+    parts = urlsplit(dsn)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flag = [value for key, value in query if key == "pgbouncer"]
+    rest = [(key, value) for key, value in query if key != "pgbouncer"]
+    if pgbouncer is None and flag:
+        pgbouncer = flag[-1].strip().lower() in _TRUE
+    if pgbouncer is None:
+        ports: list[str] = [value for key, value in rest if key == "port"]
+        try:
+            if parts.port is not None:
+                ports.append(str(parts.port))
+        except ValueError:  # multi-host netloc: h1:5432,h2:6543
+            ports += [host.rpartition(":")[2] for host in parts.netloc.rpartition("@")[2].split(",")]
+        pgbouncer = str(POOLER_PORT) in ports
+    cleaned = urlunsplit(parts._replace(query=urlencode(rest)))
+    return cleaned, pgbouncer
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for kind in ("json", "jsonb"):
+        await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+class PostgresStore:
+    """Store protocol on PostgreSQL through an asyncpg pool."""
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        auto_migrate: bool = True,
+        min_size: int = 1,
+        max_size: int = 10,
+        pgbouncer: bool | None = None,
+        command_timeout: float | None = 30.0,
+        migrations: Path | None = None,
+    ) -> None:
+        self.dsn, self.pgbouncer = parse_dsn(dsn, pgbouncer)
+        self.auto_migrate = auto_migrate
+        self.min_size = min_size
+        self.max_size = max_size
+        self.command_timeout = command_timeout
+        self.migrations = migrations
+        self._pool: asyncpg.Pool | None = None
+
+    # lifecycle
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self.min_size,
+                max_size=self.max_size,
+                statement_cache_size=0 if self.pgbouncer else 256,
+                command_timeout=self.command_timeout,
+                init=_init_connection,
+            )
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+            raise StoreUnavailable(f"cannot connect to Postgres ({_redact(self.dsn)}): {exc}") from exc
+        if self.auto_migrate:
+            await self.migrate()
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    @asynccontextmanager
+    async def _conn(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection; driver and network errors come out as StoreUnavailable."""
+        if self._pool is None:
+            raise StoreUnavailable("the store is not open; call start() first")
+        try:
+            async with self._pool.acquire() as conn:
+                yield conn
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+            raise StoreUnavailable(f"Postgres failed: {type(exc).__name__}: {exc}") from exc
+
+    async def migrate(self) -> list[str]:
+        applied: list[str] = []
+        async with self._conn() as conn:
+            for name, sql in postgres_migrations(self.migrations):
+                async with conn.transaction():
+                    await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+                    await conn.execute(
+                        "CREATE TABLE IF NOT EXISTS schema_migrations"
+                        " (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+                    )
+                    if await conn.fetchval("SELECT 1 FROM schema_migrations WHERE name = $1", name):
+                        continue
+                    await conn.execute(sql)
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", name)
+                applied.append(name)
+        return applied
+
+    # tenants
+    async def create_tenant(self, tenant: Tenant, api_key_hash: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES ($1, $2, $3, $4)",
+                tenant.id,
+                tenant.name,
+                api_key_hash,
+                tenant.created_at,
+            )
+
+    async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT id, name, created_at FROM tenants WHERE api_key_hash = $1", api_key_hash)
+        return _tenant(row) if row else None
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow("SELECT id, name, created_at FROM tenants WHERE id = $1", tenant_id)
+        return _tenant(row) if row else None
+
+    # sessions
+    async def create_session(self, session: Session) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "INSERT INTO sessions (id, tenant_id, candidate_id, position_id, status, speakers, language,"
+                " metadata, created_at, last_activity_at, ended_at, machine_id)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                session.id,
+                session.tenant_id,
+                session.candidate_id,
+                session.position_id,
+                session.status.value,
+                list(session.speakers),
+                session.language,
+                session.metadata,
+                session.created_at,
+                session.last_activity_at,
+                session.ended_at,
+                session.machine_id,
+            )
+
+    async def get_session(self, session_id: str, tenant_id: str | None) -> Session | None:
+        async with self._conn() as conn:
+            if tenant_id is None:
+                row = await conn.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
+            else:
+                row = await conn.fetchrow("SELECT * FROM sessions WHERE id = $1 AND tenant_id = $2", session_id, tenant_id)
+        return _session(row) if row else None
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        status: SessionStatus | None = None,
+        candidate_id: str | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        sql = "SELECT * FROM sessions WHERE tenant_id = $1"
+        args: list[Any] = [tenant_id]
+        if status is not None:
+            args.append(status.value)
+            sql += f" AND status = ${len(args)}"
+        if candidate_id is not None:
+            args.append(candidate_id)
+            sql += f" AND candidate_id = ${len(args)}"
+        if before is not None:
+            args += [before[0], before[1]]
+            sql += f" AND (created_at, id) < (${len(args) - 1}, ${len(args)})"
+        args.append(limit)
+        sql += f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, *args)
+        return [_session(row) for row in rows]
+
+    async def set_session_status(
+        self, session_id: str, status: SessionStatus, at: datetime, *, only_if_active: bool = True
+    ) -> Session | None:
+        ended_at = None if status is SessionStatus.ACTIVE else at
+        condition = " AND status = 'active'" if only_if_active else ""
+        async with self._conn() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE sessions SET status = $1, ended_at = $2, last_activity_at = $3"
+                f" WHERE id = $4{condition} RETURNING *",
+                status.value,
+                ended_at,
+                at,
+                session_id,
+            )
+            if row is None:
+                row = await conn.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
+        return _session(row) if row else None
+
+    async def delete_session(self, tenant_id: str, session_id: str) -> bool:
+        async with self._conn() as conn:
+            status = await conn.execute("DELETE FROM sessions WHERE id = $1 AND tenant_id = $2", session_id, tenant_id)
+        return bool(status != "DELETE 0")
+
+    async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT session_id, speaker FROM sessions_with_pending_audio()")
+        return [(row["session_id"], row["speaker"]) for row in rows]
+
+    # audio chunks
+    async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:
+        async with self._conn() as conn:
+            outcome = await conn.fetchval(
+                "SELECT insert_audio_chunk($1, $2, $3, $4, $5, $6, $7, $8)",
+                chunk.session_id,
+                chunk.speaker,
+                chunk.sequence_number,
+                chunk.mime_type,
+                chunk.data,
+                chunk.digest,
+                chunk.starts_stream,
+                chunk.received_at,
+            )
+        return InsertOutcome(outcome)
+
+    async def list_chunks(
+        self,
+        session_id: str,
+        speaker: str,
+        *,
+        from_sequence: int = 0,
+        pending_only: bool = False,
+        with_data: bool = False,
+    ) -> list[StoredChunk]:
+        columns = "session_id, speaker, sequence_number, mime_type, starts_stream, received_at, state"
+        if with_data:
+            columns += ", bytes"
+        sql = f"SELECT {columns} FROM audio_chunks WHERE session_id = $1 AND speaker = $2 AND sequence_number >= $3"
+        if pending_only:
+            sql += " AND state = 'pending'"
+        sql += " ORDER BY sequence_number"
+        async with self._conn() as conn:
+            rows = await conn.fetch(sql, session_id, speaker, from_sequence)
+        return [_chunk(row, with_data) for row in rows]
+
+    async def get_chunk(self, session_id: str, speaker: str, sequence_number: int) -> StoredChunk | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM audio_chunks WHERE session_id = $1 AND speaker = $2 AND sequence_number = $3",
+                session_id,
+                speaker,
+                sequence_number,
+            )
+        return _chunk(row, True) if row else None
+
+    async def next_sequences(self, session_id: str) -> dict[str, int]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT speaker, next_sequence FROM next_sequences($1)", session_id)
+        return {row["speaker"]: row["next_sequence"] for row in rows}
+
+    # speaker streams
+    async def claim_stream(
+        self, session_id: str, speaker: str, owner: str, lease_seconds: float, now: datetime
+    ) -> SpeakerStream | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "SELECT * FROM claim_speaker_stream($1, $2, $3, $4, $5)",
+                session_id,
+                speaker,
+                owner,
+                float(lease_seconds),
+                now,
+            )
+        return stream_from_row(row) if row else None
+
+    async def save_stream(
+        self,
+        stream: SpeakerStream,
+        owner: str,
+        *,
+        done_sequences: Sequence[int] = (),
+        entry: NewEntry | None = None,
+    ) -> EntryWrite | None:
+        async with self._conn() as conn:
+            result = await conn.fetchval(
+                "SELECT save_speaker_stream($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                stream.session_id,
+                stream.speaker,
+                owner,
+                stream.version,
+                stream.next_sequence,
+                stream.buffer_sequence,
+                stream.buffer_offset,
+                stream.buffer_start_ms,
+                stream.header_sequence,
+                stream.gap_since,
+                list(done_sequences),
+                entry_json(entry) if entry is not None else None,
+            )
+        if not result["saved"]:
+            raise StreamLeaseLost(f"stream {stream.session_id}/{stream.speaker} was taken by another worker")
+        stream.version += 1
+        written = result.get("written")
+        return entry_write_from_json(written) if written else None
+
+    async def release_stream(self, session_id: str, speaker: str, owner: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT release_speaker_stream($1, $2, $3)", session_id, speaker, owner)
+
+    # transcript entries
+    async def insert_entry(self, entry: NewEntry) -> EntryWrite:
+        async with self._conn() as conn:
+            result = await conn.fetchval("SELECT insert_transcript_entry($1)", entry_json(entry))
+        return entry_write_from_json(result)
+
+    async def list_entries(self, session_id: str) -> list[TranscriptEntry]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM transcript_entries WHERE session_id = $1"
+                " ORDER BY start_ms NULLS LAST, speaker, first_sequence",
+                session_id,
+            )
+        return [_entry(row) for row in rows]
+
+
+# rows and JSON shared with the Supabase store (PostgREST answers with the same column names)
+
+
+def entry_json(entry: NewEntry) -> dict[str, Any]:
+    """A new entry as the `p_entry` argument of `insert_transcript_entry`/`save_speaker_stream`."""
+    return {
+        "tenant_id": entry.tenant_id,
+        "session_id": entry.session_id,
+        "speaker": entry.speaker,
+        "first_sequence": entry.first_sequence,
+        "last_sequence": entry.last_sequence,
+        "text": entry.text,
+        "start_ms": entry.start_ms,
+        "end_ms": entry.end_ms,
+        "language": entry.language,
+        "confidence": entry.confidence,
+        "engine": entry.engine,
+    }
+
+
+def parse_timestamp(value: str | datetime) -> datetime:
+    """A timestamptz as JSON gives it (`2026-11-26T12:00:00.5+00:00`, or PostgREST's `...Z`)."""
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(value)
+
+
+def entry_from_mapping(row: Any) -> TranscriptEntry:
+    confidence = row["confidence"]
+    return TranscriptEntry(
+        id=row["id"],
+        session_id=row["session_id"],
+        tenant_id=row["tenant_id"],
+        speaker=row["speaker"],
+        first_sequence=row["first_sequence"],
+        last_sequence=row["last_sequence"],
+        text=row["text"],
+        start_ms=row["start_ms"],
+        end_ms=row["end_ms"],
+        language=row["language"],
+        confidence=None if confidence is None else float(confidence),
+        engine=row["engine"],
+        created_at=parse_timestamp(row["created_at"]),
+    )
+
+
+def entry_write_from_json(value: dict[str, Any]) -> EntryWrite:
+    return EntryWrite(entry_from_mapping(value["entry"]), created=bool(value["created"]))
+
+
+def stream_from_row(row: Any) -> SpeakerStream:
+    gap_since = row["gap_since"]
+    return SpeakerStream(
+        session_id=row["session_id"],
+        speaker=row["speaker"],
+        next_sequence=row["next_sequence"],
+        buffer_sequence=row["buffer_sequence"],
+        buffer_offset=row["buffer_offset"],
+        buffer_start_ms=row["buffer_start_ms"],
+        header_sequence=row["header_sequence"],
+        gap_since=None if gap_since is None else parse_timestamp(gap_since),
+        version=row["version"],
+    )
+
+
+def _tenant(row: asyncpg.Record) -> Tenant:
+    return Tenant(id=row["id"], name=row["name"], created_at=row["created_at"])
+
+
+def _session(row: asyncpg.Record) -> Session:
+    return Session(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        status=SessionStatus(row["status"]),
+        created_at=row["created_at"],
+        last_activity_at=row["last_activity_at"],
+        candidate_id=row["candidate_id"],
+        position_id=row["position_id"],
+        speakers=tuple(row["speakers"]),
+        language=row["language"],
+        metadata=row["metadata"],
+        ended_at=row["ended_at"],
+        machine_id=row["machine_id"],
+    )
+
+
+def _chunk(row: asyncpg.Record, with_data: bool) -> StoredChunk:
+    return StoredChunk(
+        session_id=row["session_id"],
+        speaker=row["speaker"],
+        sequence_number=row["sequence_number"],
+        mime_type=row["mime_type"],
+        starts_stream=row["starts_stream"],
+        received_at=row["received_at"],
+        state=ChunkState(row["state"]),
+        data=bytes(row["bytes"]) if with_data else None,
+    )
+
+
+def _entry(row: asyncpg.Record) -> TranscriptEntry:
+    return entry_from_mapping(row)
+
+
+def _redact(dsn: str) -> str:
+    parts = urlsplit(dsn)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return dsn
