@@ -1,0 +1,258 @@
+"""Two gates before any transcription call: a cheap energy check, then Silero VAD.
+
+The energy gate is microseconds and decides "nothing here" for silence and stationary noise (white, pink,
+brown, hum) up to about -30 dBFS RMS; it is deliberately generous to quiet speech, because a tone sweep or
+loud noise that passes it is caught by Silero. Silero (faster-whisper's bundled ONNX model, one thread)
+costs ~2 ms per second of audio; `VadTrack` keeps its recurrent state per speaker stream so each chunk is
+analysed once instead of re-running the whole pending buffer (measured in bench/audio_costs.py).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from shared.stt.base import SAMPLE_RATE, Pcm
+
+WINDOW = 512  # Silero's window at 16 kHz: one probability per 32 ms
+_CONTEXT = 64  # samples of the previous window the model sees in front of each window
+_FRAME = 480  # 30 ms energy frames
+_LOUDEST = 3  # energy gate: the level that at least 3 frames (90 ms) reach; ignores single clicks
+_NOISE_MARGIN_DB = 3.0  # stationary noise at the threshold RMS fluctuates ~1 dB per 30 ms frame
+_FLOOR_DB = -120.0
+_STATE_SHAPE = (1, 1, 128)
+
+
+def rms_dbfs(pcm: Pcm) -> float:
+    """RMS level in dB relative to full scale (a full-scale sine is -3); -120 for silence or no samples."""
+    if pcm.size == 0:
+        return _FLOOR_DB
+    power = float(np.mean(np.square(pcm, dtype=np.float64)))
+    return max(_FLOOR_DB, 10.0 * np.log10(power)) if power > 0 else _FLOOR_DB
+
+
+def loud_frames_dbfs(pcm: Pcm) -> float:
+    """Level of the loudest 90 ms in 30 ms frames (DC removed per frame): what speech reaches even when its
+    average is low because of pauses, and what stationary noise barely exceeds its own RMS."""
+    count = pcm.size // _FRAME
+    if count == 0:
+        return rms_dbfs(pcm - pcm.mean()) if pcm.size else _FLOOR_DB
+    frames = pcm[: count * _FRAME].reshape(count, _FRAME).astype(np.float64)
+    frames -= frames.mean(axis=1, keepdims=True)
+    power = np.mean(frames * frames, axis=1)
+    loud = float(np.partition(power, count - min(_LOUDEST, count))[count - min(_LOUDEST, count)])
+    return max(_FLOOR_DB, 10.0 * np.log10(loud)) if loud > 0 else _FLOOR_DB
+
+
+def is_quiet(pcm: Pcm, threshold_dbfs: float = -30.0) -> bool:
+    """True when nothing in the audio rises above stationary noise at `threshold_dbfs` RMS: silence, and
+    white/pink/brown noise or hum up to that level. Speech whose loudest 90 ms exceed the threshold by
+    3 dB is not quiet. Loud non-speech (a tone sweep, music) is not quiet either: Silero decides those."""
+    return loud_frames_dbfs(pcm) < threshold_dbfs + _NOISE_MARGIN_DB
+
+
+@dataclass(slots=True)
+class _State:
+    """Silero's recurrent state plus the context samples: enough to continue a stream window by window."""
+
+    h: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(_STATE_SHAPE, dtype=np.float32))
+    c: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(_STATE_SHAPE, dtype=np.float32))
+    context: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(_CONTEXT, dtype=np.float32))
+
+
+class SpeechDetector:
+    """Silero VAD from faster-whisper's bundled ONNX file, loaded once on first use.
+
+    Thread-safe: loading is locked, and the ONNX session is stateless (the recurrent state travels with
+    each call), so one detector serves every stream. The session uses one thread, so concurrent calls
+    scale with cores instead of fighting over them. CPU-bound: call it off the event loop.
+    """
+
+    def __init__(self, model_path: str | None = None) -> None:
+        self._model_path = model_path
+        self._session: Any = None
+        self._lock = threading.Lock()
+
+    def _load(self) -> Any:
+        if self._session is None:
+            with self._lock:
+                if self._session is None:
+                    import onnxruntime
+                    from faster_whisper.utils import get_assets_path
+
+                    path = self._model_path or os.path.join(get_assets_path(), "silero_vad_v6.onnx")
+                    opts = onnxruntime.SessionOptions()
+                    opts.inter_op_num_threads = 1
+                    opts.intra_op_num_threads = 1
+                    opts.enable_cpu_mem_arena = False
+                    opts.log_severity_level = 4
+                    self._session = onnxruntime.InferenceSession(
+                        path, providers=["CPUExecutionProvider"], sess_options=opts
+                    )
+        return self._session
+
+    def warm_up(self) -> None:
+        """Load the model now (at start-up) instead of on the first chunk."""
+        self.probabilities(np.zeros(WINDOW, dtype=np.float32))
+
+    def probabilities(self, pcm: Pcm) -> npt.NDArray[np.float32]:
+        """Speech probability per 512-sample window from the start of `pcm`; the last window is zero-padded."""
+        padded = np.pad(pcm.astype(np.float32, copy=False), (0, -pcm.size % WINDOW))
+        return self._run(padded, _State())
+
+    def _run(self, windows: Pcm, state: _State) -> npt.NDArray[np.float32]:
+        """Run whole windows (len a multiple of WINDOW), continuing from `state` and updating it."""
+        if windows.size == 0:
+            return np.zeros(0, dtype=np.float32)
+        batch = windows.reshape(-1, WINDOW)
+        context = np.concatenate([state.context[None, :], batch[:-1, -_CONTEXT:]])
+        batch_in = np.ascontiguousarray(np.concatenate([context, batch], axis=1), dtype=np.float32)
+        probs, h, c = self._load().run(None, {"input": batch_in, "h": state.h, "c": state.c})
+        state.h, state.c = h, c
+        state.context = batch[-1, -_CONTEXT:].copy()
+        return np.asarray(probs, dtype=np.float32).reshape(-1)
+
+    @staticmethod
+    def speech_regions(
+        probs: npt.NDArray[np.float32],
+        *,
+        threshold: float = 0.5,
+        min_silence_ms: float = 100.0,
+        min_speech_ms: float = 250.0,
+        pad_ms: float = 30.0,
+        total_samples: int | None = None,
+    ) -> list[tuple[int, int]]:
+        """Speech as (start, end) sample ranges. Hysteresis: speech starts at `threshold` and ends only after
+        `min_silence_ms` below `threshold - 0.15`; shorter regions are dropped, the rest padded by `pad_ms`
+        (overlaps merged) and clipped to `total_samples` (default: the windows' length)."""
+        total = total_samples if total_samples is not None else probs.size * WINDOW
+        off = max(threshold - 0.15, 0.01)
+        min_silence = int(min_silence_ms * SAMPLE_RATE / 1000)
+        raw: list[tuple[int, int]] = []
+        start: int | None = None
+        silent_since: int | None = None
+        for i, p in enumerate(probs.tolist()):
+            pos = i * WINDOW
+            if start is None:
+                if p >= threshold:
+                    start, silent_since = pos, None
+            elif p >= threshold:
+                silent_since = None
+            elif p < off:
+                silent_since = pos if silent_since is None else silent_since
+                if pos + WINDOW - silent_since >= min_silence:
+                    raw.append((start, silent_since))
+                    start = silent_since = None
+        if start is not None:
+            raw.append((start, silent_since if silent_since is not None else probs.size * WINDOW))
+        return _pad_and_merge(raw, min_speech_ms, pad_ms, total)
+
+
+def _pad_and_merge(
+    raw: list[tuple[int, int]], min_speech_ms: float, pad_ms: float, total: int
+) -> list[tuple[int, int]]:
+    min_speech = int(min_speech_ms * SAMPLE_RATE / 1000)
+    pad = int(pad_ms * SAMPLE_RATE / 1000)
+    out: list[tuple[int, int]] = []
+    for start, end in raw:
+        if end - start < min_speech:
+            continue
+        lo, hi = max(0, start - pad), min(total, end + pad)
+        if out and lo <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], hi))
+        elif hi > lo:
+            out.append((lo, hi))
+    return out
+
+
+_shared_detector = SpeechDetector()
+
+
+def shared_detector() -> SpeechDetector:
+    """The process-wide detector (the model is loaded once, on first use)."""
+    return _shared_detector
+
+
+class VadTrack:
+    """Per speaker stream: Silero probabilities for a growing buffer, computed once per new sample.
+
+    `extend` runs the model on whole new windows only (continuing the recurrent state and context) and keeps
+    the unaligned tail for next time; `drop` follows the consumer cutting the front of its buffer. Sample
+    positions are relative to the consumer's buffer start. A pure cache: a new track extended with the
+    pending audio gives the same regions to within a window or two. Not thread-safe; one task per track.
+    """
+
+    def __init__(self, detector: SpeechDetector | None = None) -> None:
+        self._detector = detector or _shared_detector
+        self._state = _State()
+        self._probs = np.zeros(0, dtype=np.float32)
+        self._tail = np.zeros(0, dtype=np.float32)
+        self._win_base = 0  # absolute sample index where self._probs[0]'s window starts
+        self._buf_start = 0  # absolute sample index of the consumer's buffer start
+        self._buf_end = 0  # absolute sample index one past the last sample received
+
+    @property
+    def samples(self) -> int:
+        """Samples in the consumer's buffer as this track knows it (after drops)."""
+        return self._buf_end - self._buf_start
+
+    @property
+    def analysed_samples(self) -> int:
+        """Samples of the buffer covered by whole windows (the tail under 512 samples waits)."""
+        return self._win_base + self._probs.size * WINDOW - self._buf_start
+
+    def extend(self, pcm_new: Pcm) -> None:
+        """Append new audio and compute probabilities for the whole windows it completes."""
+        self._buf_end += pcm_new.size
+        joined = np.concatenate([self._tail, pcm_new.astype(np.float32, copy=False)])
+        whole = joined.size - joined.size % WINDOW
+        self._tail = joined[whole:].copy()
+        if whole:
+            self._probs = np.concatenate([self._probs, self._detector._run(joined[:whole], self._state)])
+
+    def drop(self, samples: int) -> None:
+        """The consumer removed `samples` from the front of its buffer; forget windows wholly before it."""
+        if samples < 0:
+            raise ValueError("drop() takes a non-negative sample count")
+        self._buf_start = min(self._buf_start + samples, self._buf_end)
+        gone = max(0, (self._buf_start - self._win_base) // WINDOW)
+        gone = min(gone, self._probs.size)
+        self._probs = self._probs[gone:]
+        self._win_base += gone * WINDOW
+
+    def probabilities(self) -> npt.NDArray[np.float32]:
+        """Probabilities of the windows still (partly) in the buffer; the first may start before it."""
+        return self._probs
+
+    def regions(
+        self,
+        *,
+        threshold: float = 0.5,
+        min_silence_ms: float = 100.0,
+        min_speech_ms: float = 250.0,
+        pad_ms: float = 30.0,
+    ) -> list[tuple[int, int]]:
+        """Speech regions (start, end) in samples from the buffer start, as `SpeechDetector.speech_regions`."""
+        shift = self._win_base - self._buf_start  # <= 0: the first window may begin before the buffer
+        found = SpeechDetector.speech_regions(
+            self._probs,
+            threshold=threshold,
+            min_silence_ms=min_silence_ms,
+            min_speech_ms=min_speech_ms,
+            pad_ms=pad_ms,
+            total_samples=self.samples - shift,
+        )
+        return [(max(0, s + shift), e + shift) for s, e in found if e + shift > 0]
+
+    def trailing_silence_ms(self, threshold: float = 0.5) -> float:
+        """How long the analysed audio has been below `threshold` at its end (all of it if no speech)."""
+        above = np.flatnonzero(self._probs >= threshold)
+        analysed_end = self._win_base + self._probs.size * WINDOW
+        last_speech_end = self._win_base + (int(above[-1]) + 1) * WINDOW if above.size else self._buf_start
+        silent = analysed_end - max(last_speech_end, self._buf_start)
+        return max(0, silent) * 1000.0 / SAMPLE_RATE
