@@ -142,10 +142,21 @@ def _decode_container(data: bytes, kind: AudioKind, *, continuation: bool) -> Pc
         except (av.FFmpegError, ValueError) as exc:
             error = exc  # a chunk cut mid-packet ends in an error; keep what decoded before it
         frames.extend(resampler.resample(None))
+        # A plain MP4 states its true length (edit list), yet FFmpeg 5 still outputs the AAC encoder's end
+        # padding (~60 ms); fragmented MP4 is left alone so that a whole stream and its chunks agree.
+        plain_mp4 = kind == "mp4" and not continuation and b"mvex" not in data[:4096]
+        limit = _declared_samples(stream) if plain_mp4 else None
     if not frames and (error is not None or kind in ("wav", "mp3", "flac")):
         reason = f" ({error})" if error else ""
         raise InvalidAudio(f"no audio could be decoded from this {kind} chunk{reason}; it is corrupt or not {kind}")
-    return _collect(frames)
+    pcm = _collect(frames)
+    return pcm[:limit] if limit is not None else pcm
+
+
+def _declared_samples(stream: av.audio.stream.AudioStream) -> int | None:
+    if stream.duration is None or stream.time_base is None:
+        return None
+    return round(float(stream.duration * stream.time_base) * SAMPLE_RATE)
 
 
 class StreamDecoder:
