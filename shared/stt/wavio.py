@@ -1,0 +1,41 @@
+"""16-bit PCM WAV encoding and decoding for the engines' float32 PCM (16 kHz mono)."""
+
+from __future__ import annotations
+
+import io
+import wave
+
+import numpy as np
+
+from shared.stt.base import SAMPLE_RATE, Pcm
+
+__all__ = ["pcm_from_wav_bytes", "wav_bytes"]
+
+
+def wav_bytes(pcm: Pcm, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """Encode mono float32 PCM in [-1, 1] as a 16-bit PCM WAV file (values outside the range are clipped)."""
+    samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
+    ints = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(ints.tobytes())
+    return buffer.getvalue()
+
+
+def pcm_from_wav_bytes(data: bytes) -> tuple[Pcm, int]:
+    """Decode a 16-bit PCM WAV (any channel count, averaged to mono) into float32 PCM and its sample rate."""
+    with wave.open(io.BytesIO(data), "rb") as src:
+        if src.getsampwidth() != 2:
+            raise ValueError(f"expected 16-bit PCM WAV, got {8 * src.getsampwidth()}-bit")
+        channels, rate = src.getnchannels(), src.getframerate()
+        frames = src.readframes(src.getnframes())
+    ints = np.frombuffer(frames, dtype="<i2")
+    if channels > 1:
+        ints = ints[: len(ints) - len(ints) % channels]
+        samples = ints.reshape(-1, channels).astype(np.float32).mean(axis=1) / 32768.0
+    else:
+        samples = ints.astype(np.float32) / 32768.0
+    return samples.astype(np.float32), rate
