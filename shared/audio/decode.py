@@ -4,12 +4,12 @@ WAV takes a pure-numpy path; everything else goes through PyAV with the demuxer 
 Continuation chunks (MediaRecorder blobs after the first) decode as `stream header + chunk`, repaired so the
 joint is a valid file (see `shared.audio.webm`).
 
-Measured per chunk on one core (bench/audio_costs.py, 2 s of audio unless noted):
-- WAV 16 kHz mono int16: ~0.03 ms (a frombuffer and a scale);
-- WAV 44.1/48 kHz or stereo: ~2-3 ms, almost all of it PyAV's resampler (libswresample);
-- WebM/Opus continuation (real Chromium 1 s blobs): ~3-5 ms each, incl. av.open, Opus decode, resampling;
-- MP3/FLAC/M4A whole files of ~2 s: ~3-8 ms.
-All of it is CPU work that holds the GIL only partly: run anything but the WAV fast path off the event loop.
+Measured per chunk on one shared core (bench/audio_costs.py; medians, they move with machine load):
+- inspect_chunk: ~0.004 ms; WAV 16 kHz mono int16, 2 s: ~0.03 ms (a frombuffer and a scale);
+- WAV 44.1/48 kHz or stereo, 2 s: ~3-4 ms, almost all of it libswresample;
+- WebM/Opus continuation (real Chromium ~1 s blobs): ~5-6 ms; Chromium MP4/Opus fragments ~8 ms;
+- whole 2.25 s files: MP3, FLAC, M4A ~4 ms; Ogg/WebM Opus ~10 ms (Opus decodes at 48 kHz, then resampling).
+Everything except the WAV fast path belongs off the event loop (`anyio.to_thread.run_sync`).
 """
 
 from __future__ import annotations

@@ -1,0 +1,203 @@
+"""Energy gate and Silero VAD: silence and noise are quiet, speech is found, incremental VAD matches."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from shared.audio.vad import WINDOW, SpeechDetector, VadTrack, is_quiet, loud_frames_dbfs, rms_dbfs, shared_detector
+from shared.stt.base import SAMPLE_RATE
+from tests.audio.support import decode_file, tone
+
+N = 2 * SAMPLE_RATE
+
+
+def at_rms(signal: np.ndarray, dbfs: float) -> np.ndarray:
+    return (signal * (10 ** (dbfs / 20) / np.sqrt(np.mean(signal**2)))).astype(np.float32)
+
+
+def coloured_noise(exponent: float, seed: int = 0) -> np.ndarray:
+    """White (0), pink (0.5) or brown (1) noise: white noise shaped by 1/f**exponent in amplitude."""
+    spectrum = np.fft.rfft(np.random.default_rng(seed).standard_normal(N))
+    f = np.arange(spectrum.size, dtype=np.float64)
+    f[0] = 1.0
+    return np.fft.irfft(spectrum / f**exponent, N)
+
+
+def hum() -> np.ndarray:
+    t = np.arange(N) / SAMPLE_RATE
+    return np.sin(2 * np.pi * 50 * t) + 0.3 * np.sin(2 * np.pi * 150 * t) + 0.1 * np.sin(2 * np.pi * 250 * t)
+
+
+def test_rms_dbfs_of_known_signals() -> None:
+    """A half-scale sine is -9 dBFS RMS; silence and empty input sit at the -120 floor."""
+    assert rms_dbfs(tone(1.0).astype(np.float32)) == pytest.approx(-9.03, abs=0.05)
+    assert rms_dbfs(np.zeros(100, dtype=np.float32)) == -120.0
+    assert rms_dbfs(np.zeros(0, dtype=np.float32)) == -120.0
+
+
+@pytest.mark.parametrize("name", ["silence_2s.wav", "pink_noise_2s.wav"])
+def test_silence_and_noise_fixtures_are_quiet(name: str) -> None:
+    """The committed silence and low-level pink noise pass the energy gate as quiet."""
+    assert is_quiet(decode_file(name))
+
+
+@pytest.mark.parametrize(
+    "signal",
+    [
+        pytest.param(coloured_noise(0.0), id="white"),
+        pytest.param(coloured_noise(0.5), id="pink"),
+        pytest.param(coloured_noise(1.0), id="brown"),
+        pytest.param(hum(), id="hum"),
+    ],
+)
+@pytest.mark.parametrize("level", [-60.0, -40.0, -31.0, -30.0])
+def test_stationary_noise_up_to_minus_30_dbfs_is_quiet(signal: np.ndarray, level: float) -> None:
+    """White, pink and brown noise and mains hum up to -30 dBFS RMS count as quiet."""
+    assert is_quiet(at_rms(signal, level))
+
+
+def test_digital_silence_and_an_empty_array_are_quiet() -> None:
+    """All-zero audio and no audio at all are quiet."""
+    assert is_quiet(np.zeros(N, dtype=np.float32))
+    assert is_quiet(np.zeros(0, dtype=np.float32))
+
+
+def test_speech_is_not_quiet_even_12_db_down() -> None:
+    """The phrase at its own level and 12 dB quieter is not quiet."""
+    speech = decode_file("phrase_16k_s16.wav")
+    assert not is_quiet(speech)
+    assert not is_quiet(speech * np.float32(10 ** (-12 / 20)))
+
+
+def test_one_short_word_in_a_long_silent_chunk_is_not_quiet() -> None:
+    """A 300 ms burst in 2 s of silence is enough: the gate looks at the loudest 90 ms, not the average."""
+    speech = decode_file("phrase_16k_s16.wav")
+    chunk = np.zeros(N, dtype=np.float32)
+    chunk[10_000:14_800] = speech[4_800:9_600]
+    assert rms_dbfs(chunk) < -25.0
+    assert not is_quiet(chunk)
+
+
+def test_a_single_click_does_not_open_the_gate() -> None:
+    """One loud 30 ms transient in silence stays quiet."""
+    chunk = np.zeros(N, dtype=np.float32)
+    chunk[5_000:5_400] = 0.8
+    assert loud_frames_dbfs(chunk) < -100
+    assert is_quiet(chunk)
+
+
+def test_detector_finds_speech_in_the_phrase() -> None:
+    """Silero finds one or more regions covering most of the spoken phrase, inside its bounds."""
+    pcm = decode_file("phrase_16k_s16.wav")
+    detector = shared_detector()
+    regions = detector.speech_regions(detector.probabilities(pcm), total_samples=pcm.size)
+    assert regions
+    assert regions[0][0] < 0.4 * SAMPLE_RATE
+    assert regions[-1][1] > 1.8 * SAMPLE_RATE
+    assert all(0 <= s < e <= pcm.size for s, e in regions)
+    assert sum(e - s for s, e in regions) > 1.5 * SAMPLE_RATE
+
+
+@pytest.mark.parametrize("name", ["silence_2s.wav", "pink_noise_2s.wav"])
+def test_detector_finds_no_speech_in_silence_or_noise(name: str) -> None:
+    """Silence and noise give no speech region."""
+    pcm = decode_file(name)
+    detector = shared_detector()
+    assert detector.speech_regions(detector.probabilities(pcm)) == []
+
+
+def test_detector_finds_no_speech_in_loud_noise_and_hum() -> None:
+    """Noise and hum at -20 dBFS (pink noise that loud passes the energy gate) are still not speech."""
+    detector = shared_detector()
+    assert not is_quiet(at_rms(coloured_noise(0.5), -20.0))
+    for signal in (coloured_noise(0.0), coloured_noise(0.5), coloured_noise(1.0), hum()):
+        loud = at_rms(signal, -20.0)
+        assert detector.speech_regions(detector.probabilities(loud)) == []
+
+
+def test_probabilities_come_one_per_512_sample_window() -> None:
+    """The last partial window is padded, so n samples give ceil(n / 512) probabilities in [0, 1]."""
+    probs = shared_detector().probabilities(np.zeros(WINDOW * 3 + 1, dtype=np.float32))
+    assert probs.shape == (4,) and probs.dtype == np.float32
+    assert ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_a_second_detector_instance_loads_its_own_model_and_agrees() -> None:
+    """Two detectors (one lazily loaded) give identical probabilities: the session holds no stream state."""
+    pcm = decode_file("phrase_16k_s16.wav")
+    assert np.array_equal(SpeechDetector().probabilities(pcm), shared_detector().probabilities(pcm))
+
+
+def _two_phrases() -> np.ndarray:
+    phrase = decode_file("phrase_16k_s16.wav")
+    return np.concatenate([phrase, np.zeros(SAMPLE_RATE, dtype=np.float32), phrase, np.zeros(12_345, dtype=np.float32)])
+
+
+def test_incremental_track_matches_a_whole_buffer_pass() -> None:
+    """Feeding a VadTrack in uneven chunks gives the whole-buffer probabilities and regions."""
+    audio = _two_phrases()
+    detector = shared_detector()
+    track = VadTrack(detector)
+    for start in range(0, audio.size, 7_777):
+        track.extend(audio[start : start + 7_777])
+    whole = detector.probabilities(audio)
+    assert track.samples == audio.size
+    assert np.allclose(track.probabilities(), whole[: track.probabilities().size], atol=1e-5)
+    assert whole.size - track.probabilities().size <= 1
+    expected = detector.speech_regions(whole, total_samples=audio.size)
+    got = track.regions()
+    assert len(got) == len(expected) >= 2
+    for (s1, e1), (s2, e2) in zip(got, expected, strict=True):
+        assert abs(s1 - s2) <= 2 * WINDOW and abs(e1 - e2) <= 2 * WINDOW
+
+
+def test_drop_shifts_regions_to_the_new_buffer_start() -> None:
+    """After the consumer cuts the first phrase, the second phrase's region moves to the front."""
+    audio = _two_phrases()
+    track = VadTrack()
+    track.extend(audio)
+    before = track.regions()
+    cut = decode_file("phrase_16k_s16.wav").size + SAMPLE_RATE // 2 + 123  # inside the pause, off-window
+    track.drop(cut)
+    after = track.regions()
+    assert track.samples == audio.size - cut
+    expected = [(s - cut, e - cut) for s, e in before if s >= cut]
+    assert len(after) == len(expected) >= 1
+    for got, want in zip(after, expected, strict=True):
+        assert abs(got[0] - want[0]) <= WINDOW and abs(got[1] - want[1]) <= WINDOW
+    fresh = VadTrack()
+    fresh.extend(audio[cut:])
+    assert len(fresh.regions()) == len(after)
+    for got, want in zip(after, fresh.regions(), strict=True):
+        assert abs(got[0] - want[0]) <= 2 * WINDOW and abs(got[1] - want[1]) <= 2 * WINDOW
+
+
+def test_trailing_silence_grows_with_silent_audio_and_resets_on_speech() -> None:
+    """trailing_silence_ms counts the analysed silence after the last speech window."""
+    track = VadTrack()
+    track.extend(decode_file("phrase_16k_s16.wav"))
+    after_phrase = track.trailing_silence_ms()
+    assert after_phrase < 400
+    track.extend(np.zeros(SAMPLE_RATE, dtype=np.float32))
+    assert track.trailing_silence_ms() == pytest.approx(after_phrase + 1000, abs=2 * 32)
+    track.extend(decode_file("phrase_16k_s16.wav"))
+    assert track.trailing_silence_ms() < 400
+
+
+def test_a_track_of_only_silence_is_all_trailing_silence() -> None:
+    """With no speech at all, the whole analysed buffer is trailing silence and there are no regions."""
+    track = VadTrack()
+    track.extend(np.zeros(SAMPLE_RATE + 100, dtype=np.float32))
+    assert track.regions() == []
+    assert track.trailing_silence_ms() == pytest.approx(31 * WINDOW * 1000 / SAMPLE_RATE)
+
+
+def test_drop_rejects_a_negative_count_and_clamps_past_the_end() -> None:
+    """Dropping more than the buffer empties it; a negative drop is a programming error."""
+    track = VadTrack()
+    track.extend(np.zeros(5_000, dtype=np.float32))
+    track.drop(10_000)
+    assert track.samples == 0 and track.regions() == []
+    with pytest.raises(ValueError, match="non-negative"):
+        track.drop(-1)
