@@ -18,7 +18,14 @@ import re
 
 from shared.stt.base import Segment, Transcription
 
-__all__ = ["clean_text", "clean_transcription", "confidence_of", "is_silence_phrase", "keep_segment"]
+__all__ = [
+    "clean_text",
+    "clean_transcription",
+    "confidence_of",
+    "is_silence_phrase",
+    "keep_segment",
+    "trim_prompt",
+]
 
 NO_SPEECH_THRESHOLD = 0.6
 LOGPROB_THRESHOLD = -1.0
@@ -26,6 +33,7 @@ COMPRESSION_RATIO_THRESHOLD = 2.4
 # A phrase from the list is dropped when either signal is at least this weak.
 PHRASE_NO_SPEECH_THRESHOLD = 0.3
 PHRASE_LOGPROB_THRESHOLD = -0.7
+PROMPT_MAX_CHARS = 200
 
 # Compared after `_phrase_key` (lower case, letters, digits and spaces only).
 _SILENCE_PHRASES = frozenset(
@@ -114,6 +122,22 @@ def clean_text(text: str) -> str:
     return " ".join(text.split())
 
 
+def trim_prompt(prompt: str | None, max_chars: int = PROMPT_MAX_CHARS) -> str | None:
+    """Keep the last `max_chars` characters of a prompt, cut at a word boundary; None when nothing is left.
+
+    Whisper only reads the final 224 tokens of a prompt; ~200 characters of committed text is what
+    whisper_streaming passes too.
+    """
+    if not prompt:
+        return None
+    text = clean_text(prompt)
+    if len(text) > max_chars:
+        tail = text[-max_chars:]
+        cut = tail.find(" ")
+        text = tail[cut + 1 :] if 0 <= cut < len(tail) - 1 else tail
+    return text or None
+
+
 def clean_transcription(t: Transcription) -> Transcription:
     """Drop hallucinated segments and normalise whitespace; text, segments and confidence stay consistent.
 
@@ -124,9 +148,7 @@ def clean_transcription(t: Transcription) -> Transcription:
         whole = Segment(start=0.0, end=0.0, text=t.text)
         text = clean_text(t.text) if keep_segment(whole) else ""
         return dataclasses.replace(t, text=text, confidence=t.confidence if text else None)
-    kept = tuple(
-        dataclasses.replace(seg, text=clean_text(seg.text)) for seg in t.segments if keep_segment(seg)
-    )
+    kept = tuple(dataclasses.replace(seg, text=clean_text(seg.text)) for seg in t.segments if keep_segment(seg))
     text = clean_text(" ".join(seg.text for seg in kept))
     return dataclasses.replace(t, text=text, segments=kept, confidence=confidence_of(kept) if kept else None)
 

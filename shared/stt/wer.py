@@ -12,11 +12,29 @@ import unicodedata
 
 __all__ = ["corpus_wer", "normalize_text", "wer", "word_errors"]
 
-_ONES = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-    "sixteen seventeen eighteen nineteen"
-).split()
-_TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
+_ONES = [
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
+    "ten",
+    "eleven",
+    "twelve",
+    "thirteen",
+    "fourteen",
+    "fifteen",
+    "sixteen",
+    "seventeen",
+    "eighteen",
+    "nineteen",
+]
+_TENS = ["_", "_", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
 _SCALES = ((1_000_000_000, "billion"), (1_000_000, "million"), (1_000, "thousand"))
 _ORDINAL_WORDS = {
     "one": "first",
@@ -98,7 +116,7 @@ def normalize_text(text: str) -> str:
     text = re.sub(r"(?<=\d)\s+%", "%", text)
     words: list[str] = []
     for raw in text.split():
-        token = raw.strip(".,;:!?\"()[]{}<>…«»“”*_~`")
+        token = raw.strip('.,;:!?"()[]{}<>…«»“”*_~`')
         if not token:
             continue
         expanded = _expand_number(token)
@@ -114,10 +132,7 @@ def normalize_text(text: str) -> str:
         word
         for i, word in enumerate(words)
         if not (
-            word == "and"
-            and 0 < i < len(words) - 1
-            and words[i - 1] in _SCALE_WORDS
-            and words[i + 1] in _NUMBER_WORDS
+            word == "and" and 0 < i < len(words) - 1 and words[i - 1] in _SCALE_WORDS and words[i + 1] in _NUMBER_WORDS
         )
     ]
     return " ".join(kept)
