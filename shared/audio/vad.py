@@ -23,7 +23,7 @@ WINDOW = 512  # Silero's window at 16 kHz: one probability per 32 ms
 _CONTEXT = 64  # samples of the previous window the model sees in front of each window
 _FRAME = 480  # 30 ms energy frames
 _LOUDEST = 3  # energy gate: the level that at least 3 frames (90 ms) reach; ignores single clicks
-_NOISE_MARGIN_DB = 3.0  # stationary noise at the threshold RMS fluctuates ~1 dB per 30 ms frame
+_NOISE_MARGIN_DB = 2.0  # stationary noise at the threshold RMS reaches up to ~+1 dB in its loudest 90 ms
 _FLOOR_DB = -120.0
 _STATE_SHAPE = (1, 1, 128)
 
@@ -52,7 +52,7 @@ def loud_frames_dbfs(pcm: Pcm) -> float:
 def is_quiet(pcm: Pcm, threshold_dbfs: float = -30.0) -> bool:
     """True when nothing in the audio rises above stationary noise at `threshold_dbfs` RMS: silence, and
     white/pink/brown noise or hum up to that level. Speech whose loudest 90 ms exceed the threshold by
-    3 dB is not quiet. Loud non-speech (a tone sweep, music) is not quiet either: Silero decides those."""
+    2 dB is not quiet. Loud non-speech (a tone sweep, music) is not quiet either: Silero decides those."""
     return loud_frames_dbfs(pcm) < threshold_dbfs + _NOISE_MARGIN_DB
 
 
