@@ -8,6 +8,7 @@ too. When neither works the tests fail with the reason: they are never skipped.
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -168,12 +169,13 @@ def pgbouncer(server: PgServer, *, pool_size: int = 2, pool_mode: str = "transac
         "max_client_conn = 200\n"
         f"logfile = {workdir / 'pgbouncer.log'}\n"
         "ignore_startup_parameters = extra_float_digits\n"
+        "server_connect_timeout = 5\n"
     )
     for path in workdir.iterdir():
         path.chmod(0o666)
     command = [binary]
     if os.geteuid() == 0:
-        command += ["-u", "nobody"]
+        command += ["-u", _pooler_user(server)]
     command.append(str(ini))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -199,6 +201,16 @@ def pgbouncer(server: PgServer, *, pool_size: int = 2, pool_mode: str = "transac
         if process.stdout:
             process.stdout.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _pooler_user(server: PgServer) -> str:
+    """PgBouncer will not run as root: it runs as the owner of the server's socket directory (the embedded
+    server's own user, who can reach the socket), else as `nobody` (TCP)."""
+    if server.host.startswith("/"):
+        owner = pwd.getpwuid(os.stat(server.host).st_uid).pw_name
+        if owner != "root":
+            return owner
+    return "nobody"
 
 
 def pooled_dsn(server: PgServer, database_dsn: str, port: int) -> str:
