@@ -121,9 +121,7 @@ class SQLiteStore:
 
     async def migrate(self) -> list[str]:
         conn = self.conn
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-        )
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
         done = {row["name"] for row in conn.execute("SELECT name FROM schema_migrations")}
         applied: list[str] = []
         for name, sql in sqlite_migrations():
@@ -227,8 +225,7 @@ class SQLiteStore:
 
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         rows = self.conn.execute(
-            "SELECT DISTINCT session_id, speaker FROM audio_chunks WHERE state = 'pending'"
-            " ORDER BY session_id, speaker"
+            "SELECT DISTINCT session_id, speaker FROM audio_chunks WHERE state = 'pending' ORDER BY session_id, speaker"
         )
         return [(row["session_id"], row["speaker"]) for row in rows]
 

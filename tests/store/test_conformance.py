@@ -247,9 +247,7 @@ async def test_pending_audio_is_found_for_recovery(store: Store) -> None:
     session = await make_session(store, tenant)
     await store.insert_chunk(chunk(session, 0))
     await store.insert_chunk(chunk(session, 0, speaker="interviewer"))
-    assert await store.sessions_with_pending_audio() == sorted(
-        [(session.id, "candidate"), (session.id, "interviewer")]
-    )
+    assert await store.sessions_with_pending_audio() == sorted([(session.id, "candidate"), (session.id, "interviewer")])
     stream = await store.claim_stream(session.id, "candidate", "w", 30, T0)
     assert stream is not None
     await store.save_stream(stream, "w", done_sequences=[0])

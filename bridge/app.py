@@ -1,0 +1,72 @@
+"""`create_app(settings)`: the one place where the bridge is wired together."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+
+from bridge.errors import EXCEPTION_HANDLERS
+from bridge.realtime.redact import install_log_redaction
+from bridge.realtime.routes import realtime_handlers
+from bridge.realtime_access import SessionTopicAuthorizer
+from bridge.routes import ROUTES
+from bridge.services import Services, build_services
+from shared.broadcast.base import Broadcaster
+from shared.settings import Settings
+from shared.store.base import Store
+from shared.stt.base import Transcriber
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    store: Store | None = None,
+    transcriber: Transcriber | None = None,
+    broadcaster: Broadcaster | None = None,
+) -> Litestar:
+    """Build the app; backends come from settings unless handed in (tests hand in a loaded model)."""
+    settings = settings or Settings()
+    services = build_services(settings, store=store, transcriber=transcriber, broadcaster=broadcaster)
+    return app_for(services)
+
+
+def app_for(services: Services) -> Litestar:
+    settings = services.settings
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.close()
+
+    handlers: list[Any] = list(ROUTES)
+    if services.hub is not None:
+        authorizer = SessionTopicAuthorizer(services.auth, services.store)
+        handlers.extend(realtime_handlers(services.hub, authorizer, max_body_bytes=settings.max_body_bytes))
+    cors = None
+    if settings.cors_origins:
+        cors = CORSConfig(
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["authorization", "content-type", "apikey", "x-client-info"],
+            max_age=600,
+        )
+    install_log_redaction("uvicorn.access", "uvicorn.error")
+    app = Litestar(
+        route_handlers=handlers,
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        cors_config=cors,
+        request_max_body_size=settings.max_body_bytes,
+        logging_config=None,
+    )
+    app.state.services = services
+    logging.getLogger("bridge").setLevel(logging.INFO)
+    return app

@@ -1,0 +1,178 @@
+"""The `interview-bridge` command: serve, tenant create, transcribe, db migrate, tail."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from shared.credentials import hash_api_key, new_api_key
+from shared.errors import ConfigurationError
+from shared.models import Tenant, utcnow
+from shared.settings import Settings
+
+log = logging.getLogger("bridge.cli")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+    if getattr(args, "data_dir", None):
+        overrides["data_dir"] = Path(args.data_dir)
+    if getattr(args, "engine", None):
+        overrides["stt_engine"] = args.engine
+    return Settings(**overrides)
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", default=None, help="embedded store folder (default: $DATA_DIR, else ./data)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interview-bridge", description="Live interview transcription bridge")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the bridge (embedded defaults: SQLite, local hub, local model)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--engine", choices=["auto", "local", "openai", "simulate"], default=None)
+    _add_data_dir(serve)
+
+    tenant = commands.add_parser("tenant", help="manage tenants")
+    tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
+    create = tenant_commands.add_parser("create", help="create a tenant and print its API key as JSON")
+    create.add_argument("name")
+    _add_data_dir(create)
+
+    transcribe = commands.add_parser("transcribe", help="push audio files through the live path, print transcripts")
+    transcribe.add_argument("files", nargs="+")
+    transcribe.add_argument("--engine", choices=["auto", "local", "openai", "simulate"], default=None)
+    transcribe.add_argument("--chunk-seconds", type=float, default=2.0)
+    transcribe.add_argument("--format", choices=["text", "json"], default="text")
+    _add_data_dir(transcribe)
+
+    db = commands.add_parser("db", help="database maintenance")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    migrate = db_commands.add_parser("migrate", help="apply pending migrations")
+    _add_data_dir(migrate)
+
+    tail = commands.add_parser("tail", help="follow a live transcript through Realtime")
+    tail.add_argument("session_id")
+    tail.add_argument("--url", default=None, help="bridge or Supabase URL (default: this bridge's local address)")
+    tail.add_argument("--apikey", default=os.environ.get("REALTIME_APIKEY"), help="key the realtime server accepts")
+    tail.add_argument("--token", default=os.environ.get("SESSION_TOKEN"), help="session or viewer token")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return serve(args)
+        if args.command == "tenant":
+            return asyncio.run(tenant_create(args))
+        if args.command == "transcribe":
+            return asyncio.run(transcribe(args))
+        if args.command == "db":
+            return asyncio.run(db_migrate(args))
+        return asyncio.run(tail(args))
+    except ConfigurationError as exc:
+        print(f"interview-bridge: {exc}", file=sys.stderr)
+        return 2
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from bridge.app import create_app
+
+    settings = _settings(args, host=args.host, port=args.port)
+    app = create_app(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    print(f"interview-bridge listening on {url}  (health: {url}/health)", file=sys.stderr)
+    print(
+        f"get a tenant key: interview-bridge tenant create NAME --data-dir {settings.data_dir}",
+        file=sys.stderr,
+    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30)
+    return 0
+
+
+async def tenant_create(args: argparse.Namespace) -> int:
+    from shared.store.factory import create_store
+
+    store = create_store(_settings(args))
+    await store.start()
+    try:
+        api_key = new_api_key()
+        tenant = Tenant(id=str(uuid.uuid4()), name=args.name, created_at=utcnow())
+        await store.create_tenant(tenant, hash_api_key(api_key))
+    finally:
+        await store.close()
+    print(json.dumps({"tenant_id": tenant.id, "api_key": api_key}))
+    return 0
+
+
+async def db_migrate(args: argparse.Namespace) -> int:
+    from shared.store.factory import create_store
+
+    store = create_store(_settings(args, auto_migrate="off"))
+    await store.start()
+    try:
+        applied = await store.migrate()
+    finally:
+        await store.close()
+    print(json.dumps({"applied": applied}))
+    return 0
+
+
+async def transcribe(args: argparse.Namespace) -> int:
+    from bridge.offline import ensure_tenant, transcribe_file
+    from bridge.services import build_services
+    from shared.broadcast.local import LocalHub
+
+    with tempfile.TemporaryDirectory(prefix="interview-bridge-") as scratch:
+        data_dir = args.data_dir or scratch
+        settings = _settings(args, data_dir=Path(data_dir), partials="off")
+        if not args.data_dir:
+            settings = settings.model_copy(update={"store": "sqlite", "data_dir": Path(scratch)})
+        services = build_services(settings, broadcaster=LocalHub())
+        await services.start()
+        failed = False
+        try:
+            tenant = await ensure_tenant(services)
+            for name in args.files:
+                result = await transcribe_file(services, tenant, Path(name), args.chunk_seconds)
+                failed = failed or result.error is not None
+                if args.format == "json":
+                    print(json.dumps(result.to_json()), flush=True)
+                else:
+                    print(result.text, flush=True)
+        finally:
+            await services.close()
+    return 1 if failed else 0
+
+
+async def tail(args: argparse.Namespace) -> int:
+    from bridge.tail import tail as follow
+
+    settings = Settings()
+    url = args.url or settings.public_url or f"http://{settings.host}:{settings.port}"
+    apikey = args.apikey or args.token
+    if not apikey:
+        print("interview-bridge tail: give --apikey or --token (or REALTIME_APIKEY / SESSION_TOKEN)", file=sys.stderr)
+        return 2
+    await follow(url, apikey, args.session_id, token=args.token)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

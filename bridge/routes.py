@@ -1,0 +1,280 @@
+"""HTTP routes: thin wrappers that authenticate, apply the contract's check order, and call service functions."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import uuid
+from datetime import datetime
+from typing import Any, TypeVar
+
+from litestar import Request, Response, delete, get, post
+from litestar.params import FromPath
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CONTENT
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bridge.formats import as_srt, as_text, as_vtt
+from bridge.services import Services
+from functions.process_audio.models import ProcessAudioRequest
+from functions.process_audio.service import process_audio, result_json
+from functions.transcript_bridge.models import TranscriptBridgeRequest
+from functions.transcript_bridge.service import session_topic, transcript_bridge
+from functions.validation import check_speaker
+from shared.access import Action, require_tenant, session_for
+from shared.credentials import Principal
+from shared.errors import InvalidRequest, TenantMismatch
+from shared.models import Session, SessionStatus, utcnow
+
+AnyRequest = Request[Any, Any, Any]
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def services_of(request: AnyRequest) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+async def principal_of(request: AnyRequest) -> Principal:
+    return await services_of(request).auth.from_header(request.headers.get("authorization"))
+
+
+async def json_body(request: AnyRequest) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object")
+    return body
+
+
+def validated(model: type[ModelT], body: dict[str, Any]) -> ModelT:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors(include_url=False)
+        )
+        raise InvalidRequest(problems) from exc
+
+
+def body_session_id(body: dict[str, Any]) -> str:
+    value = body.get("session_id")
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest("session_id is required (a string)")
+    return value
+
+
+def check_body_tenant(body: dict[str, Any], principal: Principal) -> None:
+    tenant_id = body.get("tenant_id")
+    if tenant_id is not None and tenant_id != principal.tenant_id:
+        raise TenantMismatch("tenant_id in the body is not the tenant of your credential; omit it or fix it")
+
+
+# ---------------------------------------------------------------------------------------------- sessions
+class CreateSessionRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    candidate_id: str | None = Field(default=None, max_length=128)
+    position_id: str | None = Field(default=None, max_length=128)
+    speakers: list[str] = Field(default_factory=list, max_length=32)
+    language: str | None = Field(default="en", max_length=16)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def realtime_info(request: AnyRequest, services: Services, session: Session, token: str) -> dict[str, str]:
+    settings = services.settings
+    if services.hub is None and settings.supabase_url:
+        url, apikey = settings.supabase_url, settings.supabase_anon_key or ""
+    else:
+        url = settings.public_url or str(request.base_url).rstrip("/")
+        apikey = token
+    return {"url": url, "apikey": apikey, "topic": session_topic(session.id)}
+
+
+@post("/sessions", status_code=HTTP_201_CREATED)
+async def create_session(request: AnyRequest) -> dict[str, Any]:
+    services = services_of(request)
+    principal = await principal_of(request)
+    tenant_id = require_tenant(principal)
+    body = await json_body(request)
+    check_body_tenant(body, principal)
+    spec = validated(CreateSessionRequest, body)
+    try:
+        speakers = tuple(check_speaker(s) for s in spec.speakers)
+    except ValueError as exc:
+        raise InvalidRequest(f"speakers: {exc}") from exc
+    if len(json.dumps(spec.metadata)) > 16_384:
+        raise InvalidRequest("metadata must be at most 16 KB of JSON")
+    now = utcnow()
+    session = Session(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        status=SessionStatus.ACTIVE,
+        created_at=now,
+        last_activity_at=now,
+        candidate_id=spec.candidate_id,
+        position_id=spec.position_id,
+        speakers=speakers,
+        language=spec.language,
+        metadata=spec.metadata,
+    )
+    await services.store.create_session(session)
+    token = services.tokens.issue(tenant_id, session.id, "session", now)
+    return {"session": session.to_json(), "token": token, "realtime": realtime_info(request, services, session, token)}
+
+
+def _cursor(session: Session) -> str:
+    raw = f"{session.created_at.isoformat()}|{session.id}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _parse_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        created, session_id = raw.split("|", 1)
+        return datetime.fromisoformat(created), session_id
+    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+        raise InvalidRequest("cursor is not one this bridge issued; use next_cursor from the previous page") from exc
+
+
+@get("/sessions")
+async def list_sessions(request: AnyRequest) -> dict[str, Any]:
+    services = services_of(request)
+    tenant_id = require_tenant(await principal_of(request))
+    params = request.query_params
+    status = params.get("status")
+    if status is not None and status not in {s.value for s in SessionStatus}:
+        raise InvalidRequest("status must be active, ended or abandoned")
+    try:
+        limit = int(params.get("limit", "50"))
+    except ValueError as exc:
+        raise InvalidRequest("limit must be an integer from 1 to 200") from exc
+    if not 1 <= limit <= 200:
+        raise InvalidRequest("limit must be an integer from 1 to 200")
+    cursor = params.get("cursor")
+    sessions = await services.store.list_sessions(
+        tenant_id,
+        status=SessionStatus(status) if status else None,
+        candidate_id=params.get("candidate_id"),
+        limit=limit + 1,
+        before=_parse_cursor(cursor) if cursor else None,
+    )
+    page, more = sessions[:limit], len(sessions) > limit
+    return {"sessions": [s.to_json() for s in page], "next_cursor": _cursor(page[-1]) if more else None}
+
+
+async def session_with_sequences(services: Services, session: Session) -> dict[str, Any]:
+    body = session.to_json()
+    body["next_sequence"] = await services.store.next_sequences(session.id)
+    return body
+
+
+@get("/sessions/{session_id:str}")
+async def get_session(request: AnyRequest, session_id: FromPath[str]) -> dict[str, Any]:
+    services = services_of(request)
+    session = await session_for(await principal_of(request), session_id, services.store, Action.READ)
+    return await session_with_sequences(services, session)
+
+
+@get("/sessions/{session_id:str}/transcript")
+async def get_transcript(request: AnyRequest, session_id: FromPath[str]) -> Response[Any]:
+    services = services_of(request)
+    session = await session_for(await principal_of(request), session_id, services.store, Action.READ)
+    fmt = request.query_params.get("format", "json")
+    if fmt not in ("json", "text", "vtt", "srt"):
+        raise InvalidRequest("format must be json, text, vtt or srt")
+    entries = await services.store.list_entries(session.id)
+    if fmt == "json":
+        return Response({"session": session.to_json(), "entries": [e.to_json() for e in entries]})
+    if fmt == "text":
+        return Response(as_text(entries), media_type="text/plain; charset=utf-8")
+    if fmt == "vtt":
+        return Response(as_vtt(entries), media_type="text/vtt; charset=utf-8")
+    return Response(as_srt(entries), media_type="application/x-subrip; charset=utf-8")
+
+
+@post("/sessions/{session_id:str}/viewer-token", status_code=HTTP_201_CREATED)
+async def viewer_token(request: AnyRequest, session_id: FromPath[str]) -> dict[str, str]:
+    services = services_of(request)
+    session = await session_for(await principal_of(request), session_id, services.store, Action.ADMIN)
+    return {"token": services.tokens.issue(session.tenant_id, session.id, "viewer", utcnow())}
+
+
+@post("/sessions/{session_id:str}/end", status_code=HTTP_200_OK)
+async def end_session(request: AnyRequest, session_id: FromPath[str]) -> dict[str, Any]:
+    services = services_of(request)
+    session = await session_for(await principal_of(request), session_id, services.store, Action.WRITE)
+    was_active = session.status is SessionStatus.ACTIVE
+    ended = await services.store.set_session_status(session.id, SessionStatus.ENDED, utcnow()) or session
+    await services.live.flush_session(ended)
+    if was_active:
+        await services.broadcaster.publish(
+            session_topic(session.id), "session_status", {"session_id": session.id, "status": ended.status.value}
+        )
+    return await session_with_sequences(services, ended)
+
+
+@delete("/sessions/{session_id:str}", status_code=HTTP_204_NO_CONTENT)
+async def delete_session(request: AnyRequest, session_id: FromPath[str]) -> None:
+    services = services_of(request)
+    principal = await principal_of(request)
+    tenant_id = require_tenant(principal)
+    session = await session_for(principal, session_id, services.store, Action.ADMIN)
+    await services.store.delete_session(tenant_id, session.id)
+
+
+# ---------------------------------------------------------------------------------------------- functions
+@post(["/functions/v1/process-audio", "/process-audio"], status_code=HTTP_200_OK)
+async def process_audio_route(request: AnyRequest) -> dict[str, Any]:
+    services = services_of(request)
+    principal = await principal_of(request)
+    body = await json_body(request)
+    session = await session_for(principal, body_session_id(body), services.store, Action.WRITE)
+    check_body_tenant(body, principal)
+    chunk = validated(ProcessAudioRequest, body)
+    return result_json(await process_audio(chunk, session, services.live))
+
+
+@post(["/functions/v1/transcript-bridge", "/transcript-bridge"], status_code=HTTP_200_OK)
+async def transcript_bridge_route(request: AnyRequest) -> dict[str, Any]:
+    services = services_of(request)
+    principal = await principal_of(request)
+    body = await json_body(request)
+    session = await session_for(principal, body_session_id(body), services.store, Action.WRITE)
+    check_body_tenant(body, principal)
+    entry_request = validated(TranscriptBridgeRequest, body)
+    if session.status is not SessionStatus.ACTIVE:
+        services.live.closing_grace(session, utcnow())
+    result = await transcript_bridge(entry_request, session, store=services.store, broadcaster=services.broadcaster)
+    return {"status": result.status, "entry": result.entry.to_json()}
+
+
+@get("/health")
+async def health(request: AnyRequest) -> dict[str, Any]:
+    services = services_of(request)
+    return {
+        "status": "ok",
+        "ready": services.transcriber.ready,
+        "engine": services.transcriber.name,
+        "store": services.store.name,
+        "broadcaster": services.broadcaster.name,
+    }
+
+
+ROUTES = [
+    create_session,
+    list_sessions,
+    get_session,
+    get_transcript,
+    viewer_token,
+    end_session,
+    delete_session,
+    process_audio_route,
+    transcript_bridge_route,
+    health,
+]

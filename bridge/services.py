@@ -1,0 +1,122 @@
+"""The resources one bridge process owns, built from settings in one place and closed in one place."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bridge.auth import Authenticator
+from functions.process_audio.live import LiveConfig, LivePath
+from shared.broadcast.base import Broadcaster
+from shared.broadcast.local import LocalHub
+from shared.credentials import SessionTokens
+from shared.models import Session
+from shared.settings import Settings
+from shared.store.base import Store
+from shared.store.factory import create_store
+from shared.stt.base import Transcriber
+from shared.stt.factory import create_transcriber
+
+log = logging.getLogger("bridge")
+
+
+def token_secret(settings: Settings) -> str:
+    """SESSION_TOKEN_SECRET, else SUPABASE_JWT_SECRET (Supabase accepts our tokens), else one kept in the data dir."""
+    if settings.session_token_secret:
+        return settings.session_token_secret
+    if settings.supabase_jwt_secret:
+        return settings.supabase_jwt_secret
+    path = Path(settings.data_dir) / "session_token_secret"
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.write_text(secret, encoding="utf-8")
+    path.chmod(0o600)
+    return secret
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: Store
+    transcriber: Transcriber
+    broadcaster: Broadcaster
+    tokens: SessionTokens
+    auth: Authenticator
+    live: LivePath
+    hub: LocalHub | None = None
+    _background: set[asyncio.Task[object]] = field(default_factory=set)
+
+    async def start(self) -> None:
+        await self.store.start()
+        await self.broadcaster.start()
+        await self.transcriber.start()
+        task: asyncio.Task[object] = asyncio.create_task(self._resume_when_ready())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _resume_when_ready(self) -> None:
+        """Whenever the engine becomes ready, every pending chunk is processed in order, without waiting for end."""
+        try:
+            await self.transcriber.wait_ready()
+        except Exception:
+            log.exception("the transcription engine failed to start; chunks stay pending")
+            return
+        resumed = await self.live.resume_pending(self._load_session)
+        if resumed:
+            log.info("resumed %d speaker streams with pending audio", resumed)
+
+    async def _load_session(self, session_id: str) -> Session | None:
+        return await self.store.get_session(session_id, None)
+
+    async def close(self) -> None:
+        for task in list(self._background):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.live.close()
+        await self.broadcaster.close()
+        await self.transcriber.close()
+        await self.store.close()
+
+
+def build_services(
+    settings: Settings,
+    *,
+    store: Store | None = None,
+    transcriber: Transcriber | None = None,
+    broadcaster: Broadcaster | None = None,
+) -> Services:
+    store = store or create_store(settings)
+    transcriber = transcriber or create_transcriber(settings)
+    if broadcaster is None:
+        from shared.broadcast.factory import create_broadcaster
+
+        broadcaster = create_broadcaster(settings)
+    tokens = SessionTokens(token_secret(settings), settings.session_token_ttl)
+    user_tokens = None
+    if settings.supabase_url or settings.supabase_jwt_secret:
+        from shared.supabase_jwt import SupabaseJwtVerifier
+
+        jwks = f"{settings.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json" if settings.supabase_url else None
+        user_tokens = SupabaseJwtVerifier(jwt_secret=settings.supabase_jwt_secret, jwks_url=jwks)
+    auth = Authenticator(store, tokens, service_key=settings.service_key, user_tokens=user_tokens)
+    partials = transcriber.partials_by_default if settings.partials is None else settings.partials == "on"
+    live = LivePath(
+        store,
+        transcriber,
+        broadcaster,
+        config=LiveConfig(
+            gap_timeout_s=settings.gap_timeout_s,
+            end_grace_s=settings.end_grace_s,
+            response_wait_s=settings.response_wait_s,
+            partials=partials,
+        ),
+    )
+    hub = broadcaster if isinstance(broadcaster, LocalHub) else None
+    return Services(settings, store, transcriber, broadcaster, tokens, auth, live, hub)

@@ -1,0 +1,600 @@
+"""The live path: persist a chunk, then assemble each speaker's audio into utterances and transcribe them.
+
+Per speaker, chunks are absorbed strictly in sequence order, one at a time, and the segmenter decides after
+each one; so the transcript does not depend on arrival order. The assembly state lives in the store (speaker
+streams, pending chunks); this process keeps only caches (decoded PCM, speech probabilities) and the in-process
+lock that serialises work on one speaker. A lease in the store fences other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from functions.process_audio.buffer import SpeakerBuffer
+from functions.process_audio.segmenter import SAMPLES_PER_MS, SegmenterConfig, decide
+from functions.transcript_bridge.service import deliver_entry
+from shared.audio.decode import decode_chunk
+from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
+from shared.audio.vad import SpeechDetector, is_quiet
+from shared.broadcast.base import Broadcaster
+from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict, SessionClosed
+from shared.models import (
+    EntryWrite,
+    InsertOutcome,
+    NewChunk,
+    NewEntry,
+    Session,
+    SessionStatus,
+    SpeakerStream,
+    TranscriptEntry,
+    utcnow,
+)
+from shared.store.base import Store, StreamLeaseLost
+from shared.stt.base import Pcm, Transcriber
+from shared.stt.filters import clean_transcription
+
+log = logging.getLogger("bridge.live")
+
+CONTINUABLE = {"webm", "ogg", "mp4"}
+LEASE_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    gap_timeout_s: float = 10.0
+    end_grace_s: float = 10.0
+    response_wait_s: float = 5.0
+    partials: bool = False
+    partial_interval_s: float = 2.0
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkResult:
+    status: str  # accepted | duplicate | skipped | queued
+    sequence_number: int
+    entries: list[TranscriptEntry]
+    partial: str | None
+
+
+@dataclass
+class _Header:
+    sequence: int
+    kind: str
+    data: bytes | None
+
+
+@dataclass
+class _SpeakerState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    buffer: SpeakerBuffer | None = None
+    header: _Header | None = None
+    decoded: dict[int, Pcm] = field(default_factory=dict)
+    partial_text: str | None = None
+    partial_task: asyncio.Task[None] | None = None
+    last_partial_at: float = 0.0
+    timer: asyncio.TimerHandle | None = None
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class LivePath:
+    """process_audio's engine room: one instance per process, shared by the HTTP route, the CLI and tests."""
+
+    def __init__(
+        self,
+        store: Store,
+        transcriber: Transcriber,
+        broadcaster: Broadcaster,
+        *,
+        config: LiveConfig = LiveConfig(),
+        detector: SpeechDetector | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.transcriber = transcriber
+        self.broadcaster = broadcaster
+        self.config = config
+        self.detector = detector or SpeechDetector()
+        self.clock = clock
+        self.owner = f"worker-{uuid.uuid4()}"
+        self._speakers: dict[tuple[str, str], _SpeakerState] = {}
+        self._tasks: set[asyncio.Task[tuple[list[TranscriptEntry], bool]]] = set()
+        self.engine_calls = 0
+
+    # ------------------------------------------------------------------ arrival
+    async def accept(
+        self, session: Session, speaker: str, sequence: int, data: bytes, mime_type: str | None
+    ) -> ChunkResult:
+        """Validate, persist, acknowledge; then wait a bounded time for the transcription it triggers."""
+        now = self.clock()
+        final = self.closing_grace(session, now)
+        state = self._state(session.id, speaker)
+        pcm: Pcm | None = None
+        fmt: ChunkFormat | None = None
+        if data:
+            fmt = inspect_chunk(data, mime_type)
+            header = await self._header_for(session.id, speaker, sequence, fmt, state)
+            if fmt.starts_stream or header is not None:
+                pcm = await self._decode(data, fmt, header)
+        chunk = NewChunk(
+            session_id=session.id,
+            speaker=speaker,
+            sequence_number=sequence,
+            data=data,
+            digest=_digest(data),
+            mime_type=mime_type,
+            starts_stream=bool(fmt and fmt.starts_stream),
+            received_at=now,
+        )
+        outcome = await self.store.insert_chunk(chunk)
+        if outcome is InsertOutcome.DUPLICATE:
+            return ChunkResult("duplicate", sequence, [], state.partial_text)
+        if outcome is InsertOutcome.CONFLICT:
+            raise SequenceConflict(
+                f"sequence_number {sequence} of speaker {speaker!r} is already stored with other audio; "
+                "send each chunk with a new sequence number"
+            )
+        if fmt is not None and fmt.starts_stream and fmt.kind in CONTINUABLE:
+            state.header = _Header(sequence, fmt.kind or "webm", stream_header(data, fmt))
+        if pcm is not None:
+            state.decoded[sequence] = pcm
+        if not data:
+            status = "skipped"
+        elif not self.transcriber.ready:
+            return ChunkResult("queued", sequence, [], None)
+        else:
+            status = "accepted"
+        task = self._spawn_pump(session, speaker, final=final)
+        try:
+            entries, failed = await asyncio.wait_for(asyncio.shield(task), self.config.response_wait_s)
+        except TimeoutError:
+            return ChunkResult(status, sequence, [], state.partial_text)
+        if failed and status == "accepted":
+            status = "queued"
+        return ChunkResult(status, sequence, entries, None if entries else state.partial_text)
+
+    def closing_grace(self, session: Session, now: datetime) -> bool:
+        """True for a closed session still inside its grace window (writes are flushed at once)."""
+        if session.status is SessionStatus.ACTIVE:
+            return False
+        ended = session.ended_at or session.last_activity_at
+        if (now - ended).total_seconds() <= self.config.end_grace_s:
+            return True
+        raise SessionClosed(f"session {session.id} is {session.status.value}; start a new session")
+
+    async def _header_for(
+        self, session_id: str, speaker: str, sequence: int, fmt: ChunkFormat, state: _SpeakerState
+    ) -> bytes | None:
+        """The stream header a continuation chunk decodes with; None while it may still arrive.
+
+        Raises InvalidAudio when it never can: every earlier chunk is in and none began a WebM/Ogg/MP4 stream.
+        """
+        if fmt.starts_stream:
+            return None
+        header = state.header
+        if header is None or header.sequence > sequence:
+            header = await self._find_header(session_id, speaker, sequence)
+            if header is not None:
+                state.header = header
+        if header is not None and header.sequence < sequence:
+            return header.data
+        earlier = await self.store.list_chunks(session_id, speaker)
+        earlier_count = sum(1 for c in earlier if c.sequence_number < sequence)
+        if earlier_count >= sequence:
+            raise InvalidAudio(
+                "this chunk has no container header and no earlier chunk of this speaker began a WebM, Ogg or "
+                "MP4 stream; send the recorder's first chunk (with its header) first, or send WAV"
+            )
+        return None
+
+    async def _find_header(self, session_id: str, speaker: str, before: int) -> _Header | None:
+        chunks = await self.store.list_chunks(session_id, speaker)
+        starts = [c for c in chunks if c.starts_stream and c.sequence_number < before]
+        if not starts:
+            return None
+        stored = await self.store.get_chunk(session_id, speaker, starts[-1].sequence_number)
+        if stored is None or stored.data is None:
+            return None
+        fmt = inspect_chunk(stored.data, stored.mime_type)
+        if fmt.kind not in CONTINUABLE:
+            raise InvalidAudio(
+                f"this chunk has no container header, and this speaker's stream is {fmt.kind}, whose chunks "
+                "must each be a whole file"
+            )
+        return _Header(stored.sequence_number, fmt.kind or "webm", stream_header(stored.data, fmt))
+
+    async def _decode(self, data: bytes, fmt: ChunkFormat, header: bytes | None) -> Pcm:
+        if fmt.kind == "wav":
+            return decode_chunk(data, fmt, header)
+        return await asyncio.to_thread(decode_chunk, data, fmt, header)
+
+    # ------------------------------------------------------------------ pumping
+    def _state(self, session_id: str, speaker: str) -> _SpeakerState:
+        key = (session_id, speaker)
+        state = self._speakers.get(key)
+        if state is None:
+            state = self._speakers[key] = _SpeakerState()
+        return state
+
+    def _spawn_pump(
+        self, session: Session, speaker: str, *, final: bool
+    ) -> asyncio.Task[tuple[list[TranscriptEntry], bool]]:
+        task = asyncio.create_task(self.pump(session, speaker, final=final))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def pump(self, session: Session, speaker: str, *, final: bool = False) -> tuple[list[TranscriptEntry], bool]:
+        """Absorb every chunk that can be absorbed now; returns the entries made and whether the engine failed."""
+        state = self._state(session.id, speaker)
+        async with state.lock:
+            stream = await self._claim(session.id, speaker)
+            if stream is None:
+                return [], False
+            try:
+                return await self._pump_locked(session, speaker, stream, state, final)
+            finally:
+                await self.store.release_stream(session.id, speaker, self.owner)
+
+    async def _claim(self, session_id: str, speaker: str) -> SpeakerStream | None:
+        deadline = time.monotonic() + LEASE_SECONDS
+        while True:
+            stream = await self.store.claim_stream(session_id, speaker, self.owner, LEASE_SECONDS, self.clock())
+            if stream is not None or time.monotonic() > deadline:
+                return stream
+            await asyncio.sleep(0.05)
+
+    async def _pump_locked(
+        self, session: Session, speaker: str, stream: SpeakerStream, state: _SpeakerState, final: bool
+    ) -> tuple[list[TranscriptEntry], bool]:
+        entries: list[TranscriptEntry] = []
+        buffer = await self._buffer(session, stream, state)
+        try:
+            while True:
+                pending = await self.store.list_chunks(session.id, speaker, pending_only=True)
+                for late in [c for c in pending if c.sequence_number < stream.buffer_sequence]:
+                    entry = await self._late_chunk(session, stream, state, late.sequence_number)
+                    if entry is not None:
+                        entries.append(entry)
+                waiting = sorted(c.sequence_number for c in pending if c.sequence_number >= stream.next_sequence)
+                if waiting and waiting[0] == stream.next_sequence:
+                    made = await self._absorb(session, stream, state, buffer, waiting[0], final)
+                    entries.extend(made)
+                    continue
+                if waiting:
+                    gap_over = stream.gap_since is not None and (
+                        (self.clock() - stream.gap_since).total_seconds() >= self.config.gap_timeout_s
+                    )
+                    if final or gap_over:
+                        entries.extend(await self._skip_gap(session, stream, buffer, waiting[0]))
+                        continue
+                    if stream.gap_since is None:
+                        stream.gap_since = self.clock()
+                        await self._save(stream, buffer)
+                    self._schedule_gap_check(session, speaker, state, stream.gap_since)
+                    break
+                if final and buffer.total:
+                    entries.extend(await self._cut(session, stream, buffer, final=True))
+                break
+        except EngineUnavailable as exc:
+            log.warning("engine unavailable for %s/%s: %s; audio stays pending", session.id, speaker, exc.detail)
+            self._schedule_retry(session, speaker, final, exc.retry_after)
+            return entries, True
+        except StreamLeaseLost:
+            log.info("stream %s/%s moved to another worker", session.id, speaker)
+            state.buffer = None
+            return entries, False
+        if entries:
+            state.partial_text = None
+        elif self.config.partials and not final:
+            self._maybe_partial(session, speaker, stream, state, buffer)
+        return entries, False
+
+    async def _buffer(self, session: Session, stream: SpeakerStream, state: _SpeakerState) -> SpeakerBuffer:
+        """The cached buffer if it matches the stored stream, else one rebuilt from the pending chunks."""
+        if state.buffer is not None and state.buffer.version == stream.version:
+            return state.buffer
+        buffer = SpeakerBuffer(self.detector)
+        chunks = await self.store.list_chunks(
+            session.id, stream.speaker, from_sequence=stream.buffer_sequence, pending_only=True
+        )
+        for chunk in chunks:
+            if chunk.sequence_number >= stream.next_sequence:
+                break
+            pcm = await self._chunk_pcm(session.id, stream, state, chunk.sequence_number)
+            if chunk.sequence_number == stream.buffer_sequence:
+                pcm = pcm[stream.buffer_offset :]
+            buffer.append(chunk.sequence_number, pcm, quiet=is_quiet(pcm))
+        buffer.version = stream.version
+        state.buffer = buffer
+        return buffer
+
+    async def _chunk_pcm(self, session_id: str, stream: SpeakerStream, state: _SpeakerState, sequence: int) -> Pcm:
+        cached = state.decoded.get(sequence)
+        if cached is not None:
+            return cached
+        stored = await self.store.get_chunk(session_id, stream.speaker, sequence)
+        if stored is None or not stored.data:
+            return np.zeros(0, dtype=np.float32)
+        fmt = inspect_chunk(stored.data, stored.mime_type)
+        header: bytes | None = None
+        if not fmt.starts_stream:
+            found = state.header if state.header and state.header.sequence < sequence else None
+            found = found or await self._find_header(session_id, stream.speaker, sequence)
+            if found is None:
+                raise InvalidAudio("continuation chunk without a stream header")
+            header = found.data
+            fmt = ChunkFormat(kind=found.kind, starts_stream=False, self_contained=False)  # type: ignore[arg-type]
+        pcm = await self._decode(stored.data, fmt, header)
+        state.decoded[sequence] = pcm
+        return pcm
+
+    async def _absorb(
+        self,
+        session: Session,
+        stream: SpeakerStream,
+        state: _SpeakerState,
+        buffer: SpeakerBuffer,
+        sequence: int,
+        final: bool,
+    ) -> list[TranscriptEntry]:
+        """Take the next chunk into the open utterance and let the segmenter decide."""
+        try:
+            pcm = await self._chunk_pcm(session.id, stream, state, sequence)
+        except InvalidAudio as exc:
+            log.warning("chunk %s/%s/%d cannot be decoded (%s); skipped", session.id, stream.speaker, sequence, exc)
+            pcm = np.zeros(0, dtype=np.float32)
+        stored = None
+        if stream.next_sequence == 0 or (buffer.total == 0 and stream.buffer_start_ms == 0):
+            stored = await self.store.get_chunk(session.id, stream.speaker, sequence)
+        if stored is not None:
+            arrived_ms = int((stored.received_at - session.created_at).total_seconds() * 1000)
+            stream.buffer_start_ms = max(0, arrived_ms - len(pcm) // SAMPLES_PER_MS)
+        if stored is not None and stored.starts_stream and stored.data is not None:
+            fmt = inspect_chunk(stored.data, stored.mime_type)
+            if fmt.kind in CONTINUABLE:
+                stream.header_sequence = sequence
+        stream.next_sequence = sequence + 1
+        stream.gap_since = None
+        if buffer.total == 0:
+            stream.buffer_sequence, stream.buffer_offset = sequence, 0
+        done: list[int] = []
+        if len(pcm):
+            buffer.append(sequence, pcm, quiet=is_quiet(pcm))
+        else:
+            done.append(sequence)
+            state.decoded.pop(sequence, None)
+            if buffer.total == 0:
+                stream.buffer_sequence = sequence + 1
+        return await self._cut(session, stream, buffer, final=final, extra_done=done)
+
+    async def _cut(
+        self,
+        session: Session,
+        stream: SpeakerStream,
+        buffer: SpeakerBuffer,
+        *,
+        final: bool,
+        extra_done: list[int] | None = None,
+    ) -> list[TranscriptEntry]:
+        """Apply the segmenter's decision: drop silence, transcribe a finished utterance, save the stream."""
+        done = list(extra_done or [])
+        decision = decide(
+            buffer.total, buffer.regions(), buffer.chunk_starts, final=final, config=self.config.segmenter
+        )
+        new_entry: NewEntry | None = None
+        consume = decision.drop
+        if decision.cut is not None and decision.speech_end is not None and decision.speech_end > decision.drop:
+            audio = buffer.pcm[decision.drop : decision.speech_end]
+            transcription = clean_transcription(await self._transcribe(audio, session.language))
+            if transcription.text:
+                new_entry = NewEntry(
+                    session_id=session.id,
+                    tenant_id=session.tenant_id,
+                    speaker=stream.speaker,
+                    first_sequence=buffer.sequence_at(decision.drop),
+                    last_sequence=buffer.sequence_at(max(decision.drop, decision.speech_end - 1)),
+                    text=transcription.text,
+                    start_ms=stream.buffer_start_ms + decision.drop // SAMPLES_PER_MS,
+                    end_ms=stream.buffer_start_ms + decision.speech_end // SAMPLES_PER_MS,
+                    language=transcription.language or session.language,
+                    confidence=transcription.confidence,
+                    engine=self.transcriber.name,
+                )
+        if decision.cut is not None:
+            consume = decision.cut
+        if consume:
+            self._consume(stream, buffer, consume, done)
+        write = await self._save(stream, buffer, done=done, entry=new_entry)
+        if write is not None:
+            await deliver_entry(write, self.broadcaster)
+            return [write.entry]
+        return []
+
+    def _consume(self, stream: SpeakerStream, buffer: SpeakerBuffer, samples: int, done: list[int]) -> None:
+        old_first = stream.buffer_sequence
+        gone, first, offset = buffer.consume(samples)
+        done.extend(gone)
+        stream.buffer_start_ms += samples // SAMPLES_PER_MS
+        if first is None:
+            stream.buffer_sequence, stream.buffer_offset = stream.next_sequence, 0
+        elif first == old_first:
+            stream.buffer_offset += offset
+        else:
+            stream.buffer_sequence, stream.buffer_offset = first, offset
+
+    async def _save(
+        self,
+        stream: SpeakerStream,
+        buffer: SpeakerBuffer,
+        *,
+        done: list[int] | None = None,
+        entry: NewEntry | None = None,
+    ) -> EntryWrite | None:
+        write = await self.store.save_stream(stream, self.owner, done_sequences=done or (), entry=entry)
+        buffer.version = stream.version
+        state = self._speakers.get((stream.session_id, stream.speaker))
+        if state is not None:
+            for seq in done or ():
+                state.decoded.pop(seq, None)
+        return write
+
+    async def _skip_gap(
+        self, session: Session, stream: SpeakerStream, buffer: SpeakerBuffer, next_present: int
+    ) -> list[TranscriptEntry]:
+        """A missing chunk waited long enough (or the session ended): finish what is open, jump past the gap."""
+        log.warning(
+            "session %s speaker %s: chunks %d..%d missing; skipped",
+            session.id,
+            stream.speaker,
+            stream.next_sequence,
+            next_present - 1,
+        )
+        made = await self._cut(session, stream, buffer, final=True) if buffer.total else []
+        missing = next_present - stream.next_sequence
+        typical_ms = 2000
+        stream.buffer_start_ms += missing * typical_ms
+        stream.next_sequence = stream.buffer_sequence = next_present
+        stream.buffer_offset = 0
+        stream.gap_since = None
+        await self._save(stream, buffer)
+        return made
+
+    async def _late_chunk(
+        self, session: Session, stream: SpeakerStream, state: _SpeakerState, sequence: int
+    ) -> TranscriptEntry | None:
+        """A chunk that arrived after its gap was skipped: transcribed on its own, as an entry of its own."""
+        try:
+            pcm = await self._chunk_pcm(session.id, stream, state, sequence)
+        except InvalidAudio:
+            pcm = np.zeros(0, dtype=np.float32)
+        entry: NewEntry | None = None
+        if len(pcm) and not is_quiet(pcm):
+            single = SpeakerBuffer(self.detector)
+            single.append(sequence, pcm, quiet=False)
+            regions = single.regions()
+            if regions:
+                transcription = clean_transcription(await self._transcribe(pcm, session.language))
+                stored = await self.store.get_chunk(session.id, stream.speaker, sequence)
+                arrived = stored.received_at if stored else self.clock()
+                start_ms = max(0, int((arrived - session.created_at).total_seconds() * 1000) - len(pcm) // 16)
+                if transcription.text:
+                    entry = NewEntry(
+                        session_id=session.id,
+                        tenant_id=session.tenant_id,
+                        speaker=stream.speaker,
+                        first_sequence=sequence,
+                        last_sequence=sequence,
+                        text=transcription.text,
+                        start_ms=start_ms,
+                        end_ms=start_ms + len(pcm) // SAMPLES_PER_MS,
+                        language=transcription.language or session.language,
+                        confidence=transcription.confidence,
+                        engine=self.transcriber.name,
+                    )
+        write = await self.store.save_stream(stream, self.owner, done_sequences=[sequence], entry=entry)
+        if state.buffer is not None:
+            state.buffer.version = stream.version
+        state.decoded.pop(sequence, None)
+        if write is None:
+            return None
+        await deliver_entry(write, self.broadcaster)
+        return write.entry
+
+    async def _transcribe(self, pcm: Pcm, language: str | None):  # type: ignore[no-untyped-def]
+        self.engine_calls += 1
+        return await self.transcriber.transcribe(pcm, language=language)
+
+    # ------------------------------------------------------------------ timers and partials
+    def _schedule_gap_check(self, session: Session, speaker: str, state: _SpeakerState, since: datetime) -> None:
+        if state.timer is not None:
+            return
+        wait = max(0.05, self.config.gap_timeout_s - (self.clock() - since).total_seconds() + 0.05)
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            state.timer = None
+            self._spawn_pump(session, speaker, final=False)
+
+        state.timer = loop.call_later(wait, fire)
+
+    def _schedule_retry(self, session: Session, speaker: str, final: bool, retry_after: int | None) -> None:
+        loop = asyncio.get_running_loop()
+        loop.call_later(float(retry_after or 5), lambda: self._spawn_pump(session, speaker, final=final))
+
+    def _maybe_partial(
+        self, session: Session, speaker: str, stream: SpeakerStream, state: _SpeakerState, buffer: SpeakerBuffer
+    ) -> None:
+        """At most one partial in flight per speaker, a few seconds apart, only while speech is pending."""
+        if state.partial_task is not None and not state.partial_task.done():
+            return
+        if time.monotonic() - state.last_partial_at < self.config.partial_interval_s:
+            return
+        regions = buffer.regions()
+        if not regions:
+            return
+        start = max(0, regions[0][0] - self.config.segmenter.lead_pad_ms * SAMPLES_PER_MS)
+        audio = buffer.pcm[start:].copy()
+        through = stream.next_sequence - 1
+        state.last_partial_at = time.monotonic()
+
+        async def run() -> None:
+            try:
+                result = clean_transcription(await self._transcribe(audio, session.language))
+            except EngineUnavailable:
+                return
+            if not result.text:
+                return
+            state.partial_text = result.text
+            await self.broadcaster.publish(
+                f"session:{session.id}",
+                "transcript_partial",
+                {"session_id": session.id, "speaker": speaker, "text": result.text, "through_sequence": through},
+            )
+
+        state.partial_task = asyncio.create_task(run())
+
+    # ------------------------------------------------------------------ session level
+    async def flush_session(self, session: Session) -> list[TranscriptEntry]:
+        """Finalise every speaker's pending audio (session end)."""
+        entries: list[TranscriptEntry] = []
+        speakers = await self.store.next_sequences(session.id)
+        for speaker in sorted(speakers):
+            made, _ = await self.pump(session, speaker, final=True)
+            entries.extend(made)
+        return entries
+
+    async def resume_pending(self, load_session: Callable[[str], Awaitable[Session | None]]) -> int:
+        """After a restart or once the engine is ready: process every pending chunk, in order."""
+        count = 0
+        for session_id, speaker in await self.store.sessions_with_pending_audio():
+            session = await load_session(session_id)
+            if session is None:
+                continue
+            final = session.status is not SessionStatus.ACTIVE
+            await self.pump(session, speaker, final=final)
+            count += 1
+        return count
+
+    async def close(self) -> None:
+        for state in self._speakers.values():
+            if state.timer is not None:
+                state.timer.cancel()
+            if state.partial_task is not None:
+                state.partial_task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 10)

@@ -1,0 +1,39 @@
+"""The process-audio request, and the base64 rule it must pass before anything is stored."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from functions.validation import MAX_SEQUENCE, check_speaker
+from shared.errors import InvalidRequest
+
+
+class ProcessAudioRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    session_id: str = Field(min_length=1, max_length=64)
+    audio_chunk: str
+    speaker: Annotated[str, AfterValidator(check_speaker)]
+    sequence_number: int = Field(ge=0, le=MAX_SEQUENCE, strict=True)
+    mime_type: str | None = Field(default=None, max_length=128)
+
+
+def decode_audio_field(value: str) -> bytes:
+    """Standard base64 (a `data:...;base64,` prefix is tolerated); anything else is a 400 before storage."""
+    text = value.strip()
+    if text.startswith("data:") and "," in text:
+        text = text.split(",", 1)[1]
+    if len(text) % 4:
+        raise InvalidRequest(
+            "audio_chunk is not valid base64 (its length is not a multiple of 4: missing or extra padding)"
+        )
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidRequest(
+            f"audio_chunk is not valid base64 ({exc}); send the chunk's bytes base64-encoded with padding"
+        ) from exc

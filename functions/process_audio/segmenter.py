@@ -1,0 +1,95 @@
+"""Where to cut a speaker's pending audio into utterances: a pure function of the buffer and its speech regions.
+
+Cutting at real pauses is what keeps chunked transcription close to whole-file quality (see
+transcription-quality.md, section 7): a final at a pause of at least 0.8 s, else, past 15 s, at the widest
+pause. One rule keeps entry keys unique: a cut never falls inside the chunk where the utterance starts, so the
+next utterance always starts in a later chunk (entries are unique per first chunk). That rule also makes a
+whole file sent as one chunk a single engine call.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+SAMPLES_PER_MS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class SegmenterConfig:
+    min_pause_ms: int = 800
+    max_utterance_ms: int = 15_000
+    lead_pad_ms: int = 300  # speech onset padding kept before the first word
+    tail_pad_ms: int = 300  # silence kept after the last word inside a cut
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do with the buffer now.
+
+    `drop` samples at the front hold no speech and can be discarded without a call. When `cut` is set, the
+    samples [`drop`, `speech_end`) are transcribed as a final utterance and the buffer continues at `cut`
+    (the silence between them is consumed without being sent to the engine).
+    """
+
+    drop: int
+    cut: int | None = None
+    speech_end: int | None = None
+
+
+def decide(
+    total: int,
+    regions: Sequence[tuple[int, int]],
+    chunk_starts: Sequence[int],
+    *,
+    final: bool,
+    config: SegmenterConfig = SegmenterConfig(),
+) -> Decision:
+    """Decide on a buffer of `total` samples with speech `regions` (sample ranges, sorted).
+
+    `chunk_starts` are the buffer offsets where each chunk begins (the first is 0). `final` flushes everything.
+    """
+    lead = config.lead_pad_ms * SAMPLES_PER_MS
+    if not regions:
+        # Nothing said: keep only a short tail, where a word may be starting.
+        return Decision(drop=max(0, total - lead) if not final else total)
+    start = max(0, regions[0][0] - lead)
+    tail = config.tail_pad_ms * SAMPLES_PER_MS
+    if final:
+        return Decision(drop=start, cut=total, speech_end=min(total, regions[-1][1] + tail))
+    start_chunk = _chunk_index(chunk_starts, start)
+    min_pause = config.min_pause_ms * SAMPLES_PER_MS
+
+    # Trailing pause long enough: the utterance is over; cut at the end of the buffer.
+    if total - regions[-1][1] >= min_pause:
+        return Decision(drop=start, cut=total, speech_end=min(total, regions[-1][1] + tail))
+    # Inner pauses long enough: cut at the last one that respects the chunk rule.
+    pauses = [(regions[i][1], regions[i + 1][0]) for i in range(len(regions) - 1)]
+    for p0, p1 in reversed(pauses):
+        if p1 - p0 >= min_pause:
+            cut = _cut_in_pause(p0, p1, tail, chunk_starts, start_chunk)
+            if cut is not None:
+                return Decision(drop=start, cut=cut, speech_end=min(cut, p0 + tail))
+    if total - start <= config.max_utterance_ms * SAMPLES_PER_MS:
+        return Decision(drop=start)
+    # Too long without a real pause: cut at the widest pause that respects the chunk rule, else at the end.
+    for p0, p1 in sorted(pauses, key=lambda p: p[1] - p[0], reverse=True):
+        cut = _cut_in_pause(p0, p1, tail, chunk_starts, start_chunk)
+        if cut is not None:
+            return Decision(drop=start, cut=cut, speech_end=min(cut, p0 + tail))
+    return Decision(drop=start, cut=total, speech_end=total)
+
+
+def _chunk_index(chunk_starts: Sequence[int], position: int) -> int:
+    return bisect_right(chunk_starts, position) - 1
+
+
+def _cut_in_pause(p0: int, p1: int, tail: int, chunk_starts: Sequence[int], start_chunk: int) -> int | None:
+    """A cut inside the pause [p0, p1): `tail` after the last word if possible, in a chunk after `start_chunk`."""
+    earliest = min(p0 + tail, (p0 + p1) // 2)
+    first_allowed = chunk_starts[start_chunk + 1] if start_chunk + 1 < len(chunk_starts) else None
+    if first_allowed is None:
+        return None
+    cut = max(earliest, first_allowed)
+    return cut if cut < p1 else None

@@ -1,0 +1,24 @@
+"""process_audio as a plain service function: typed request in, typed result out, no web framework."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from functions.process_audio.live import ChunkResult, LivePath
+from functions.process_audio.models import ProcessAudioRequest, decode_audio_field
+from shared.models import Session
+
+
+async def process_audio(request: ProcessAudioRequest, session: Session, live: LivePath) -> ChunkResult:
+    """Store one chunk of `session` (already authorised for the caller) and return what it produced."""
+    data = decode_audio_field(request.audio_chunk)
+    return await live.accept(session, request.speaker, request.sequence_number, data, request.mime_type)
+
+
+def result_json(result: ChunkResult) -> dict[str, Any]:
+    return {
+        "status": result.status,
+        "sequence_number": result.sequence_number,
+        "entries": [entry.to_json() for entry in result.entries],
+        "partial": result.partial,
+    }

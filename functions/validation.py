@@ -1,0 +1,18 @@
+"""Field rules shared by the request models of every function."""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_SEQUENCE = 2**31 - 1
+
+
+def check_speaker(value: str) -> str:
+    """1 to 64 characters; letters of any script are welcome, control and format characters are not."""
+    if not 1 <= len(value) <= 64:
+        raise ValueError("speaker must be 1 to 64 characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+        raise ValueError("speaker must not contain control or format characters")
+    if not value.strip():
+        raise ValueError("speaker must not be blank")
+    return value

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The README's test command: installs everything the tests need on a fresh machine, then runs the checks and pytest.
+# System packages (Debian): ffmpeg/sox/espeak-ng for audio fixtures, chromium for the browser tests, pgbouncer for
+# the pooler test, nodejs/npm for supabase-js. Python packages into .venv, npm packages into node_modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
+
+need_apt=()
+for cmd in ffmpeg:ffmpeg sox:sox espeak-ng:espeak-ng chromium:chromium chromedriver:chromium-driver pgbouncer:pgbouncer node:nodejs npm:npm; do
+  command -v "${cmd%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd#*:}")
+done
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing Debian packages: ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${need_apt[@]}"
+fi
+
+step "python environment"
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e '.[local,dev]'
+
+step "npm packages"
+npm ci --no-audit --no-fund --loglevel=error
+
+step "ruff and mypy"
+.venv/bin/ruff check .
+.venv/bin/mypy
+
+step "pytest"
+.venv/bin/python -m pytest "$@"
