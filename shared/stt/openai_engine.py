@@ -194,7 +194,7 @@ class OpenAITranscriber:
         status, code = exc.status_code, _error_code(exc)
         if isinstance(exc, openai.AuthenticationError):
             return EngineUnavailable(
-                f"OpenAI rejected the API key (401 {code or 'unauthorized'}): set a valid OPENAI_API_KEY; "
+                f"OpenAI rejected the API key as invalid (401 {code or 'unauthorized'}): set a valid OPENAI_API_KEY; "
                 "the audio stays pending"
             )
         if isinstance(exc, openai.RateLimitError):
