@@ -106,8 +106,8 @@ async def test_statement_cache_fails_behind_pgbouncer(pg_server: pg.PgServer, fr
         store = PostgresStore(pg.pooled_dsn(pg_server, fresh_database, port), pgbouncer=False, max_size=8)
         await store.start()
         try:
-            with pytest.raises(StoreUnavailable, match="prepared statement"):
-                for _ in range(5):
-                    await _workload(store)
+            results = await asyncio.gather(*(_workload(store) for _ in range(3)), return_exceptions=True)
         finally:
             await store.close()
+    failures = [r for r in results if isinstance(r, StoreUnavailable) and "prepared statement" in str(r)]
+    assert failures, results

@@ -157,7 +157,7 @@ async def test_claims_without_app_metadata_tenant_read_nothing(supabase_like: Fi
             seen = {table: await _visible(conn, table) for table in TABLES}
     finally:
         await conn.close()
-    assert seen == dict.fromkeys(TABLES, [])
+    assert seen == {table: [] for table in TABLES}
 
 
 WRITES = [
