@@ -7,8 +7,10 @@ too. When neither works the tests fail with the reason: they are never skipped.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -20,9 +22,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 import pytest
 
 
@@ -218,3 +222,214 @@ def pooled_dsn(server: PgServer, database_dsn: str, port: int) -> str:
     parts = urlsplit(database_dsn)
     user = parts.username or "postgres"
     return f"postgresql://{user}@127.0.0.1:{port}{parts.path}"
+
+
+# --- a PostgREST stand-in: the Supabase store's HTTP requests answered by SQL on the real Postgres ---
+
+_PGRST_OPERATORS = {"eq": "=", "neq": "<>", "lt": "<", "lte": "<=", "gt": ">", "gte": ">="}
+_IS_VALUES = {"null": "NULL", "true": "TRUE", "false": "FALSE"}
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"bad identifier {name!r}")
+    return f'"{name}"'
+
+
+def _split_top(text: str) -> list[str]:
+    """Split a PostgREST logic tree's members on commas outside parentheses and quotes."""
+    parts, depth, quoted, current = [], 0, False, ""
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char == "(":
+            depth += 1
+        elif not quoted and char == ")":
+            depth -= 1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(current)
+            current = ""
+            continue
+        current += char
+    parts.append(current)
+    return parts
+
+
+class PostgrestOnPostgres(httpx.AsyncBaseTransport):
+    """Answers `/rest/v1/...` the way PostgREST does, for the requests the Supabase store sends.
+
+    Tables: GET with `select`, `col=op.value` filters (eq neq lt lte gt gte is), `or=(...)` trees, `order`,
+    `limit`, `offset`; POST/PATCH/DELETE with `Prefer: return=...` (201/200/204). Functions: `POST /rpc/fn`
+    with named JSON arguments, each request one transaction. JSON is rendered by Postgres (`json_agg`,
+    `to_json`) as PostgREST renders it; errors are PostgREST's `{code, message, details, hint}` with its
+    status mapping (23505 -> 409, 42501 -> 403, PGRST301 -> 401, ...). Only the service key is accepted.
+    """
+
+    def __init__(self, dsn: str, service_key: str) -> None:
+        self.dsn = dsn
+        self.service_key = service_key
+        self.requests: list[httpx.Request] = []
+        self._pool: asyncpg.Pool | None = None
+
+    async def aclose(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        if request.headers.get("apikey") != self.service_key or request.headers.get(
+            "authorization"
+        ) != f"Bearer {self.service_key}":
+            return self._error(401, "PGRST301", "JWSError JWSInvalidSignature")
+        if self._pool is None:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)
+        path = request.url.path.removeprefix("/rest/v1/")
+        body = await request.aread()
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if path.startswith("rpc/"):
+                    return await self._rpc(conn, path.removeprefix("rpc/"), json.loads(body or b"{}"))
+                return await self._table(conn, request, path, json.loads(body) if body else None)
+        except asyncpg.PostgresError as exc:
+            status = {"23505": 409, "23503": 409, "42501": 403, "42P01": 404, "42883": 404}.get(
+                exc.sqlstate or "", 400 if (exc.sqlstate or "").startswith("22") else 500
+            )
+            return self._error(status, exc.sqlstate or "", str(exc), getattr(exc, "detail", None))
+
+    @staticmethod
+    def _error(status: int, code: str, message: str, details: str | None = None) -> httpx.Response:
+        return httpx.Response(status, json={"code": code, "message": message, "details": details, "hint": None})
+
+    async def _rpc(self, conn: asyncpg.Connection, function: str, args: dict[str, Any]) -> httpx.Response:
+        proc = await conn.fetchrow(
+            "SELECT p.proargnames AS names, p.proargtypes::regtype[]::text[] AS types, p.proretset AS retset,"
+            " p.prorettype::regtype::text AS rettype, t.typtype AS kind"
+            " FROM pg_proc p JOIN pg_type t ON t.oid = p.prorettype"
+            " WHERE p.proname = $1 AND p.pronamespace = current_schema()::regnamespace",
+            function,
+        )
+        if proc is None:
+            return self._error(404, "PGRST202", f"Could not find the function public.{function} in the schema cache")
+        types = dict(zip(proc["names"] or [], proc["types"], strict=False))
+        sql_args, values = [], []
+        for name, value in args.items():
+            if name not in types:
+                return self._error(404, "PGRST202", f"Could not find the function public.{function}({name})")
+            kind = types[name]
+            if value is None:
+                values.append(None)
+            elif kind in ("jsonb", "json"):
+                values.append(json.dumps(value))
+            elif kind.endswith("[]"):
+                values.append("{" + ",".join(str(v) for v in value) + "}")
+            else:
+                values.append(str(value))
+            sql_args.append(f"{_ident(name)} => ${len(values)}::text::{kind}")
+        call = f"{_ident(function)}({', '.join(sql_args)})"
+        if proc["rettype"] == "void":
+            await conn.execute(f"SELECT {call}", *values)
+            return httpx.Response(204)
+        if proc["retset"]:
+            sql = f"SELECT coalesce(json_agg(r), '[]')::text FROM {call} r"
+        else:
+            sql = f"SELECT to_json({call})::text"
+        text = await conn.fetchval(sql, *values)
+        return httpx.Response(200, content=text.encode(), headers={"content-type": "application/json"})
+
+    @staticmethod
+    async def _column_types(conn: asyncpg.Connection, table: str) -> dict[str, str]:
+        rows = await conn.fetch(
+            "SELECT attname, format_type(atttypid, atttypmod) AS type FROM pg_attribute"
+            " WHERE attrelid = $1::regclass AND attnum > 0 AND NOT attisdropped",
+            _ident(table),
+        )
+        return {row["attname"]: row["type"] for row in rows}
+
+    def _where(self, request: httpx.Request, types: dict[str, str], values: list[Any]) -> str:
+        conditions = []
+        for key, value in request.url.params.multi_items():
+            if key in ("select", "order", "limit", "offset", "columns", "on_conflict"):
+                continue
+            if key == "or":
+                conditions.append(self._tree("or", value.strip()[1:-1], types, values))
+            else:
+                conditions.append(self._condition(key, value, types, values))
+        return " AND ".join(conditions) or "true"
+
+    def _tree(self, op: str, inner: str, types: dict[str, str], values: list[Any]) -> str:
+        members = []
+        for member in _split_top(inner):
+            if member.startswith(("and(", "or(")):
+                sub_op, _, rest = member.partition("(")
+                members.append(self._tree(sub_op, rest[:-1], types, values))
+            else:
+                column, _, rest = member.partition(".")
+                members.append(self._condition(column, rest, types, values))
+        return "(" + f" {op.upper()} ".join(members) + ")"
+
+    @staticmethod
+    def _condition(column: str, expression: str, types: dict[str, str], values: list[Any]) -> str:
+        operator, _, operand = expression.partition(".")
+        if len(operand) >= 2 and operand[0] == operand[-1] == '"':
+            operand = operand[1:-1]
+        if operator == "is":
+            return f"{_ident(column)} IS {_IS_VALUES[operand]}"
+        values.append(operand)
+        return f"{_ident(column)} {_PGRST_OPERATORS[operator]} ${len(values)}::text::{types[column]}"
+
+    async def _table(self, conn: asyncpg.Connection, request: httpx.Request, table: str, body: Any) -> httpx.Response:
+        types = await self._column_types(conn, table)
+        params = request.url.params
+        prefer = request.headers.get("prefer", "")
+        values: list[Any] = []
+        where = self._where(request, types, values)
+        if request.method == "GET":
+            select = params.get("select", "*")
+            columns = "*" if select == "*" else ", ".join(_ident(c) for c in select.split(","))
+            sql = f"SELECT {columns} FROM {_ident(table)} WHERE {where}"
+            if "order" in params:
+                terms = []
+                for term in params["order"].split(","):
+                    column, *modifiers = term.split(".")
+                    words = {"asc": "ASC", "desc": "DESC", "nullsfirst": "NULLS FIRST", "nullslast": "NULLS LAST"}
+                    terms.append(" ".join([_ident(column), *(words[m] for m in modifiers)]))
+                sql += " ORDER BY " + ", ".join(terms)
+            if "limit" in params:
+                sql += f" LIMIT {int(params['limit'])}"
+            if "offset" in params:
+                sql += f" OFFSET {int(params['offset'])}"
+            if "range" in request.headers:
+                first, _, last = request.headers["range"].partition("-")
+                sql += f" LIMIT {int(last) - int(first) + 1} OFFSET {int(first)}"
+            text = await conn.fetchval(f"SELECT coalesce(json_agg(r), '[]')::text FROM ({sql}) r", *values)
+            return httpx.Response(200, content=text.encode(), headers={"content-type": "application/json"})
+        returning = " RETURNING *" if "return=representation" in prefer else ""
+        if request.method == "POST":
+            rows = body if isinstance(body, list) else [body]
+            names = list(rows[0])
+            columns = ", ".join(_ident(n) for n in names)
+            values.append(json.dumps(rows))
+            sql = (
+                f"INSERT INTO {_ident(table)} ({columns}) SELECT {columns}"
+                f" FROM json_populate_recordset(NULL::{_ident(table)}, ${len(values)}::json){returning}"
+            )
+            status = 201
+        elif request.method == "PATCH":
+            names = list(body)
+            values.append(json.dumps(body))
+            record = f"json_populate_record(NULL::{_ident(table)}, ${len(values)}::json)"
+            assignments = ", ".join(f"{_ident(n)} = (SELECT p.{_ident(n)} FROM {record} p)" for n in names)
+            sql = f"UPDATE {_ident(table)} SET {assignments} WHERE {where}{returning}"
+            status = 200
+        elif request.method == "DELETE":
+            sql = f"DELETE FROM {_ident(table)} WHERE {where}{returning}"
+            status = 200
+        else:
+            return self._error(405, "PGRST117", f"Unsupported HTTP method: {request.method}")
+        if not returning:
+            await conn.execute(sql, *values)
+            return httpx.Response(201 if status == 201 else 204)
+        text = await conn.fetchval(f"WITH r AS ({sql}) SELECT coalesce(json_agg(r), '[]')::text FROM r", *values)
+        return httpx.Response(status, content=text.encode(), headers={"content-type": "application/json"})

@@ -5,17 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shared.store.base import Store
 from shared.store.postgres import PostgresStore
 from shared.store.sqlite import SQLiteStore
+from shared.store.supabase import SupabaseStore
 from tests import pg
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
     pytest.param("postgres", id="postgres"),
-    # SUPABASE_PLACEHOLDER
+    pytest.param("supabase", id="supabase-rest"),
 ]
 
 
@@ -45,6 +47,30 @@ async def pg_dsn(pg_database: str) -> AsyncIterator[str]:
         yield dsn
     finally:
         await pg.drop_schema(pg_database, schema)
+
+
+SERVICE_KEY = "service-role-key-for-tests"
+PROJECT_URL = "https://project-ref.supabase.test"
+
+
+@pytest.fixture
+async def postgrest(pg_dsn: str) -> AsyncIterator[pg.PostgrestOnPostgres]:
+    """PostgREST answered by SQL on a fresh, migrated schema of the real Postgres."""
+    migrator = PostgresStore(pg_dsn)
+    await migrator.start()
+    await migrator.close()
+    transport = pg.PostgrestOnPostgres(pg_dsn, SERVICE_KEY)
+    try:
+        yield transport
+    finally:
+        await transport.aclose()
+
+
+@pytest.fixture
+async def supabase_on_postgres(postgrest: pg.PostgrestOnPostgres) -> AsyncIterator[SupabaseStore]:
+    """A Supabase store whose HTTP requests reach the PostgREST stand-in (not started)."""
+    async with httpx.AsyncClient(transport=postgrest) as client:
+        yield SupabaseStore(PROJECT_URL, SERVICE_KEY, http_client=client)
 
 
 @pytest.fixture(params=BACKENDS)

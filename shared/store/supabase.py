@@ -1,0 +1,417 @@
+"""The Supabase store: the same Protocol over Supabase's REST API (PostgREST) through supabase-py's async client.
+
+No database password needed: `SUPABASE_URL` and the service-role key. The schema comes from
+`supabase/migrations/` applied with the Supabase CLI (`supabase db push`) or `interview-bridge db migrate` over
+`DATABASE_URL`; REST cannot run DDL, so `migrate()` applies nothing here. The atomic steps (claim and save a
+speaker stream, insert a chunk or an entry once) are the SQL functions of those migrations, called through
+`rpc()`: one HTTP request, one transaction. Plain reads and writes use the table endpoints.
+
+Every request costs an HTTP round trip: prefer the Postgres store (`DATABASE_URL`, the pooler on 6543) when
+the bridge can reach the database; this one is for hosts that only get the project URL and key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from postgrest.exceptions import APIError
+from postgrest.types import ReturnMethod
+
+from shared.errors import StoreUnavailable
+from shared.models import (
+    ChunkState,
+    EntryWrite,
+    InsertOutcome,
+    NewChunk,
+    NewEntry,
+    Session,
+    SessionStatus,
+    SpeakerStream,
+    StoredChunk,
+    Tenant,
+    TranscriptEntry,
+)
+from shared.store.base import StreamLeaseLost
+from shared.store.postgres import (
+    entry_from_mapping,
+    entry_json,
+    entry_write_from_json,
+    parse_timestamp,
+    stream_from_row,
+)
+from supabase import AsyncClient, AsyncClientOptions, acreate_client
+
+PAGE = 1000  # Supabase's default `max-rows`: longer reads are fetched page by page
+_CHUNK_COLUMNS = "session_id,speaker,sequence_number,mime_type,starts_stream,received_at,state"
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _ts_opt(value: datetime | None) -> str | None:
+    return None if value is None else _ts(value)
+
+
+def _bytea(value: str | None) -> bytes | None:
+    """PostgREST renders bytea as `\\x` followed by hex."""
+    if value is None:
+        return None
+    if value.startswith("\\x"):
+        return bytes.fromhex(value[2:])
+    raise StoreUnavailable("Supabase returned audio bytes in an unexpected encoding (expected bytea hex)")
+
+
+class SupabaseStore:
+    """Store protocol over Supabase's PostgREST with the service-role key."""
+
+    name = "supabase"
+
+    def __init__(
+        self,
+        url: str,
+        service_role_key: str,
+        *,
+        auto_migrate: bool = True,
+        http_client: httpx.AsyncClient | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.url = url
+        self.auto_migrate = auto_migrate  # nothing to apply over REST; kept for the factory's signature
+        self._key = service_role_key
+        self._http = http_client
+        self._owns_http = http_client is None
+        self._timeout = timeout
+        self._client: AsyncClient | None = None
+
+    # lifecycle
+    async def start(self) -> None:
+        if self._client is not None:
+            return
+        if self._http is None:
+            self._http = httpx.AsyncClient(timeout=self._timeout)
+        options = AsyncClientOptions(
+            httpx_client=self._http,
+            postgrest_client_retry=False,  # the caller decides about retries; no sleeping inside a chunk request
+            auto_refresh_token=False,
+            persist_session=False,
+            headers={"Authorization": f"Bearer {self._key}"},
+        )
+        try:
+            self._client = await acreate_client(self.url, self._key, options=options)
+        except Exception as exc:  # supabase-py raises its own SupabaseException for a malformed URL or key
+            raise StoreUnavailable(f"cannot create the Supabase client for {self.url}: {exc}") from exc
+
+    async def close(self) -> None:
+        self._client = None
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def migrate(self) -> list[str]:
+        """Nothing to apply over REST: run `supabase db push` or `interview-bridge db migrate` with DATABASE_URL."""
+        return []
+
+    @property
+    def client(self) -> AsyncClient:
+        if self._client is None:
+            raise StoreUnavailable("the store is not open; call start() first")
+        return self._client
+
+    async def _run(self, what: str, query: Any) -> Any:
+        """Execute a postgrest-py query; PostgREST and network errors become StoreUnavailable."""
+        try:
+            response = await query.execute()
+        except APIError as exc:
+            raise _api_error(what, exc) from exc
+        except httpx.HTTPError as exc:
+            raise StoreUnavailable(f"Supabase is unreachable ({what}): {type(exc).__name__}: {exc}", retry_after=2) from exc
+        return response.data
+
+    async def _rpc(self, function: str, params: dict[str, Any]) -> Any:
+        return await self._run(f"rpc {function}", self.client.rpc(function, params))
+
+    async def _rows(self, what: str, query: Any) -> list[dict[str, Any]]:
+        data = await self._run(what, query)
+        if not isinstance(data, list):
+            raise StoreUnavailable(f"Supabase answered {what} with {type(data).__name__}, not a list of rows")
+        return data
+
+    # tenants
+    async def create_tenant(self, tenant: Tenant, api_key_hash: str) -> None:
+        row = {"id": tenant.id, "name": tenant.name, "api_key_hash": api_key_hash, "created_at": _ts(tenant.created_at)}
+        await self._run("create tenant", self.client.table("tenants").insert(row, returning=ReturnMethod.minimal))
+
+    async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None:
+        query = self.client.table("tenants").select("id,name,created_at").eq("api_key_hash", api_key_hash)
+        rows = await self._rows("find tenant", query)
+        return _tenant(rows[0]) if rows else None
+
+    async def get_tenant(self, tenant_id: str) -> Tenant | None:
+        rows = await self._rows("get tenant", self.client.table("tenants").select("id,name,created_at").eq("id", tenant_id))
+        return _tenant(rows[0]) if rows else None
+
+    # sessions
+    async def create_session(self, session: Session) -> None:
+        row = {
+            "id": session.id,
+            "tenant_id": session.tenant_id,
+            "candidate_id": session.candidate_id,
+            "position_id": session.position_id,
+            "status": session.status.value,
+            "speakers": list(session.speakers),
+            "language": session.language,
+            "metadata": session.metadata,
+            "created_at": _ts(session.created_at),
+            "last_activity_at": _ts(session.last_activity_at),
+            "ended_at": _ts_opt(session.ended_at),
+            "machine_id": session.machine_id,
+        }
+        await self._run("create session", self.client.table("sessions").insert(row, returning=ReturnMethod.minimal))
+
+    async def get_session(self, session_id: str, tenant_id: str | None) -> Session | None:
+        query = self.client.table("sessions").select("*").eq("id", session_id)
+        if tenant_id is not None:
+            query = query.eq("tenant_id", tenant_id)
+        rows = await self._rows("get session", query)
+        return _session(rows[0]) if rows else None
+
+    async def list_sessions(
+        self,
+        tenant_id: str,
+        *,
+        status: SessionStatus | None = None,
+        candidate_id: str | None = None,
+        limit: int = 50,
+        before: tuple[datetime, str] | None = None,
+    ) -> list[Session]:
+        query = self.client.table("sessions").select("*").eq("tenant_id", tenant_id)
+        if status is not None:
+            query = query.eq("status", status.value)
+        if candidate_id is not None:
+            query = query.eq("candidate_id", candidate_id)
+        if before is not None:
+            at, last_id = _ts(before[0]), before[1].replace('"', "")
+            query = query.or_(f'created_at.lt."{at}",and(created_at.eq."{at}",id.lt."{last_id}")')
+        query = query.order("created_at", desc=True).order("id", desc=True).limit(limit)
+        return [_session(row) for row in await self._rows("list sessions", query)]
+
+    async def set_session_status(
+        self, session_id: str, status: SessionStatus, at: datetime, *, only_if_active: bool = True
+    ) -> Session | None:
+        changes = {
+            "status": status.value,
+            "ended_at": None if status is SessionStatus.ACTIVE else _ts(at),
+            "last_activity_at": _ts(at),
+        }
+        query = self.client.table("sessions").update(changes, returning=ReturnMethod.representation).eq("id", session_id)
+        if only_if_active:
+            query = query.eq("status", SessionStatus.ACTIVE.value)
+        rows = await self._rows("update session", query)
+        if rows:
+            return _session(rows[0])
+        return await self.get_session(session_id, None)
+
+    async def delete_session(self, tenant_id: str, session_id: str) -> bool:
+        query = (
+            self.client.table("sessions")
+            .delete(returning=ReturnMethod.representation)
+            .eq("id", session_id)
+            .eq("tenant_id", tenant_id)
+        )
+        return bool(await self._rows("delete session", query))
+
+    async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
+        rows = await self._rpc("sessions_with_pending_audio", {})
+        return [(row["session_id"], row["speaker"]) for row in rows or []]
+
+    # audio chunks
+    async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:
+        outcome = await self._rpc(
+            "insert_audio_chunk",
+            {
+                "p_session_id": chunk.session_id,
+                "p_speaker": chunk.speaker,
+                "p_sequence_number": chunk.sequence_number,
+                "p_mime_type": chunk.mime_type,
+                "p_bytes": "\\x" + chunk.data.hex(),
+                "p_digest": chunk.digest,
+                "p_starts_stream": chunk.starts_stream,
+                "p_received_at": _ts(chunk.received_at),
+            },
+        )
+        return InsertOutcome(outcome)
+
+    async def list_chunks(
+        self,
+        session_id: str,
+        speaker: str,
+        *,
+        from_sequence: int = 0,
+        pending_only: bool = False,
+        with_data: bool = False,
+    ) -> list[StoredChunk]:
+        columns = _CHUNK_COLUMNS + (",bytes" if with_data else "")
+        chunks: list[StoredChunk] = []
+        next_from = from_sequence
+        while True:  # keyset pages on sequence_number, so max-rows never truncates a long session
+            query = (
+                self.client.table("audio_chunks")
+                .select(columns)
+                .eq("session_id", session_id)
+                .eq("speaker", speaker)
+                .gte("sequence_number", next_from)
+            )
+            if pending_only:
+                query = query.eq("state", ChunkState.PENDING.value)
+            rows = await self._rows("list chunks", query.order("sequence_number").limit(PAGE))
+            chunks += [_chunk(row, with_data) for row in rows]
+            if len(rows) < PAGE:
+                return chunks
+            next_from = chunks[-1].sequence_number + 1
+
+    async def get_chunk(self, session_id: str, speaker: str, sequence_number: int) -> StoredChunk | None:
+        query = (
+            self.client.table("audio_chunks")
+            .select(_CHUNK_COLUMNS + ",bytes")
+            .eq("session_id", session_id)
+            .eq("speaker", speaker)
+            .eq("sequence_number", sequence_number)
+        )
+        rows = await self._rows("get chunk", query)
+        return _chunk(rows[0], True) if rows else None
+
+    async def next_sequences(self, session_id: str) -> dict[str, int]:
+        rows = await self._rpc("next_sequences", {"p_session_id": session_id})
+        return {row["speaker"]: row["next_sequence"] for row in rows or []}
+
+    # speaker streams
+    async def claim_stream(
+        self, session_id: str, speaker: str, owner: str, lease_seconds: float, now: datetime
+    ) -> SpeakerStream | None:
+        rows = await self._rpc(
+            "claim_speaker_stream",
+            {
+                "p_session_id": session_id,
+                "p_speaker": speaker,
+                "p_owner": owner,
+                "p_lease_seconds": float(lease_seconds),
+                "p_now": _ts(now),
+            },
+        )
+        return stream_from_row(rows[0]) if rows else None
+
+    async def save_stream(
+        self,
+        stream: SpeakerStream,
+        owner: str,
+        *,
+        done_sequences: Sequence[int] = (),
+        entry: NewEntry | None = None,
+    ) -> EntryWrite | None:
+        result = await self._rpc(
+            "save_speaker_stream",
+            {
+                "p_session_id": stream.session_id,
+                "p_speaker": stream.speaker,
+                "p_owner": owner,
+                "p_version": stream.version,
+                "p_next_sequence": stream.next_sequence,
+                "p_buffer_sequence": stream.buffer_sequence,
+                "p_buffer_offset": stream.buffer_offset,
+                "p_buffer_start_ms": stream.buffer_start_ms,
+                "p_header_sequence": stream.header_sequence,
+                "p_gap_since": _ts_opt(stream.gap_since),
+                "p_done_sequences": list(done_sequences),
+                "p_entry": entry_json(entry) if entry is not None else None,
+            },
+        )
+        if not isinstance(result, dict) or "saved" not in result:
+            raise StoreUnavailable(f"Supabase answered save_speaker_stream with {result!r}")
+        if not result["saved"]:
+            raise StreamLeaseLost(f"stream {stream.session_id}/{stream.speaker} was taken by another worker")
+        stream.version += 1
+        written = result.get("written")
+        return entry_write_from_json(written) if written else None
+
+    async def release_stream(self, session_id: str, speaker: str, owner: str) -> None:
+        await self._rpc("release_speaker_stream", {"p_session_id": session_id, "p_speaker": speaker, "p_owner": owner})
+
+    # transcript entries
+    async def insert_entry(self, entry: NewEntry) -> EntryWrite:
+        result = await self._rpc("insert_transcript_entry", {"p_entry": entry_json(entry)})
+        return entry_write_from_json(result)
+
+    async def list_entries(self, session_id: str) -> list[TranscriptEntry]:
+        entries: list[TranscriptEntry] = []
+        while True:
+            query = (
+                self.client.table("transcript_entries")
+                .select("*")
+                .eq("session_id", session_id)
+                .order("start_ms", nullsfirst=False)
+                .order("speaker")
+                .order("first_sequence")
+                .range(len(entries), len(entries) + PAGE - 1)
+            )
+            rows = await self._rows("list entries", query)
+            entries += [entry_from_mapping(row) for row in rows]
+            if len(rows) < PAGE:
+                return entries
+
+
+def _api_error(what: str, exc: APIError) -> StoreUnavailable:
+    """PostgREST's error body ({code, message, details, hint}) as our error, with what to do about it."""
+    code = str(exc.code or "")
+    message = exc.message or ""
+    if code.startswith("PGRST3") or code in {"401", "403", "42501"}:
+        return StoreUnavailable(
+            f"Supabase refused the bridge's key for {what} ({code}: {message}); SUPABASE_SERVICE_ROLE_KEY must be"
+            " the project's service_role key"
+        )
+    if code in {"PGRST202", "PGRST205", "42883", "42P01", "404"}:
+        return StoreUnavailable(
+            f"the Supabase schema lacks what {what} needs ({code}: {message}); apply supabase/migrations"
+            " (supabase db push, or interview-bridge db migrate with DATABASE_URL)"
+        )
+    if code in {"23505", "23503", "23514", "409"}:
+        return StoreUnavailable(f"Supabase rejected {what} as conflicting with stored data ({code}: {message})")
+    return StoreUnavailable(f"Supabase failed {what} ({code}: {message})", retry_after=2)
+
+
+def _tenant(row: dict[str, Any]) -> Tenant:
+    return Tenant(id=row["id"], name=row["name"], created_at=parse_timestamp(row["created_at"]))
+
+
+def _session(row: dict[str, Any]) -> Session:
+    ended_at = row.get("ended_at")
+    return Session(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        status=SessionStatus(row["status"]),
+        created_at=parse_timestamp(row["created_at"]),
+        last_activity_at=parse_timestamp(row["last_activity_at"]),
+        candidate_id=row.get("candidate_id"),
+        position_id=row.get("position_id"),
+        speakers=tuple(row.get("speakers") or ()),
+        language=row.get("language"),
+        metadata=row.get("metadata") or {},
+        ended_at=None if ended_at is None else parse_timestamp(ended_at),
+        machine_id=row.get("machine_id"),
+    )
+
+
+def _chunk(row: dict[str, Any], with_data: bool) -> StoredChunk:
+    return StoredChunk(
+        session_id=row["session_id"],
+        speaker=row["speaker"],
+        sequence_number=row["sequence_number"],
+        mime_type=row.get("mime_type"),
+        starts_stream=bool(row["starts_stream"]),
+        received_at=parse_timestamp(row["received_at"]),
+        state=ChunkState(row["state"]),
+        data=_bytea(row.get("bytes")) if with_data else None,
+    )
