@@ -13,7 +13,6 @@ store an entry twice or lose a done-marking.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -122,7 +121,7 @@ class PostgresStore:
                 command_timeout=self.command_timeout,
                 init=_init_connection,
             )
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StoreUnavailable(f"cannot connect to Postgres ({_redact(self.dsn)}): {exc}") from exc
         if self.auto_migrate:
             await self.migrate()
@@ -140,7 +139,7 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn:
                 yield conn
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StoreUnavailable(f"Postgres failed: {type(exc).__name__}: {exc}") from exc
 
     async def migrate(self) -> list[str]:
