@@ -87,3 +87,10 @@ class EngineUnavailable(ServiceUnavailable):
 
 class ConfigurationError(Exception):
     """Settings that cannot work together; raised at start-up, never per request."""
+
+
+class StoreConflict(BridgeError):
+    """A write collided with existing data in a way the caller must resolve (e.g. a duplicate id)."""
+
+    status_code = 409
+    code = "conflict"

@@ -40,7 +40,7 @@ from shared.models import (
     utcnow,
 )
 from shared.store.base import Store, StreamLeaseLost
-from shared.stt.base import Pcm, Transcriber
+from shared.stt.base import Pcm, Transcriber, Transcription
 from shared.stt.filters import clean_transcription
 
 log = logging.getLogger("bridge.live")
@@ -56,6 +56,7 @@ class LiveConfig:
     response_wait_s: float = 5.0
     partials: bool = False
     partial_interval_s: float = 2.0
+    prompt_context_chars: int = 200
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
 
 
@@ -81,6 +82,7 @@ class _SpeakerState:
     header: _Header | None = None
     decoded: dict[int, Pcm] = field(default_factory=dict)
     partial_text: str | None = None
+    context: str | None = None  # the speaker's recent final text, the engine's prompt
     partial_task: asyncio.Task[None] | None = None
     last_partial_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
@@ -399,8 +401,10 @@ class LivePath:
         consume = decision.drop
         if decision.cut is not None and decision.speech_end is not None and decision.speech_end > decision.drop:
             audio = buffer.pcm[decision.drop : decision.speech_end]
-            transcription = clean_transcription(await self._transcribe(audio, session.language))
+            prompt = await self._context(session, stream.speaker)
+            transcription = clean_transcription(await self._transcribe(audio, session.language, prompt))
             if transcription.text:
+                self._remember(session.id, stream.speaker, transcription.text)
                 new_entry = NewEntry(
                     session_id=session.id,
                     tenant_id=session.tenant_id,
@@ -514,9 +518,24 @@ class LivePath:
         await deliver_entry(write, self.broadcaster)
         return write.entry
 
-    async def _transcribe(self, pcm: Pcm, language: str | None):  # type: ignore[no-untyped-def]
+    async def _transcribe(self, pcm: Pcm, language: str | None, prompt: str | None = None) -> Transcription:
         self.engine_calls += 1
-        return await self.transcriber.transcribe(pcm, language=language)
+        return await self.transcriber.transcribe(pcm, language=language, prompt=prompt)
+
+    async def _context(self, session: Session, speaker: str) -> str | None:
+        """The tail of what this speaker said before: Whisper keeps names and style across utterances."""
+        if not self.config.prompt_context_chars:
+            return None
+        state = self._state(session.id, speaker)
+        if state.context is None:
+            entries = await self.store.list_entries(session.id)
+            state.context = " ".join(e.text for e in entries if e.speaker == speaker)
+        return state.context[-self.config.prompt_context_chars :] or None
+
+    def _remember(self, session_id: str, speaker: str, text: str) -> None:
+        state = self._state(session_id, speaker)
+        if state.context is not None:
+            state.context = f"{state.context} {text}".strip()[-2000:]
 
     # ------------------------------------------------------------------ timers and partials
     def _schedule_gap_check(self, session: Session, speaker: str, state: _SpeakerState, since: datetime) -> None:

@@ -1,0 +1,53 @@
+"""The `interview-bridge` command's machine-readable contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bridge.cli import main
+from tests.helpers import FIXTURES
+
+SPEECH = FIXTURES / "live" / "two_sentences.flac"
+
+
+def test_tenant_create_prints_one_json_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tenant create NAME` prints exactly one JSON line with the tenant id and its API key."""
+    assert main(["tenant", "create", "acme", "--data-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    created = json.loads(lines[0])
+    assert set(created) == {"tenant_id", "api_key"}
+    assert created["api_key"].startswith("ibk_")
+
+
+def test_db_migrate_applies_then_finds_nothing_new(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`db migrate` applies the schema once and reports nothing new the second time."""
+    assert main(["db", "migrate", "--data-dir", str(tmp_path)]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first["applied"]
+    assert main(["db", "migrate", "--data-dir", str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out) == {"applied": []}
+
+
+def test_transcribe_json_and_unreadable_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`transcribe --format json` prints one object per file; an unreadable file is reported and exits 1."""
+    missing = tmp_path / "missing.wav"
+    code = main(["transcribe", str(SPEECH), str(missing), "--engine", "simulate", "--format", "json"])
+    assert code == 1
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["file"] for line in lines] == [str(SPEECH), str(missing)]
+    assert lines[0]["text"].startswith("[simulated")
+    assert len(lines[0]["entries"]) == 2
+    assert set(lines[1]) == {"file", "error"}
+
+
+def test_transcribe_text_prints_a_line_per_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`transcribe --format text` prints one line per file, an empty line for silence."""
+    silence = FIXTURES / "audio" / "silence_2s.wav"
+    assert main(["transcribe", str(SPEECH), str(silence), "--engine", "simulate", "--chunk-seconds", "0"]) == 0
+    lines = capsys.readouterr().out.split("\n")
+    assert lines[0].startswith("[simulated")
+    assert lines[1] == ""
