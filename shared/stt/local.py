@@ -116,7 +116,8 @@ class LocalTranscriber:
         self._load_error: BaseException | None = None
         self._load_future: concurrent.futures.Future[None] | None = None
         self._closed = False
-        self._lock = threading.Lock()
+        self._load_lock = threading.Lock()  # held for the whole load: never taken on the event loop
+        self._state_lock = threading.Lock()  # guards _load_future and _closed: held only briefly
         # One worker per allowed decode: queued calls wait here without holding a thread, and the pool
         # belongs to no event loop, so the engine works from any loop (tests, CLI, server).
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="whisper")
@@ -127,7 +128,7 @@ class LocalTranscriber:
 
     def load(self) -> None:
         """Load the model synchronously; idempotent and thread-safe. Raises EngineUnavailable on failure."""
-        with self._lock:
+        with self._load_lock:
             if self._model is not None:
                 return
             if self._closed:
@@ -157,7 +158,7 @@ class LocalTranscriber:
 
     async def start(self) -> None:
         """Begin loading in a worker thread and return at once; `ready` flips when the model is loaded."""
-        with self._lock:
+        with self._state_lock:
             if self._model is not None or self._closed:
                 return
             if self._load_future is not None and not self._load_future.done():
@@ -233,7 +234,7 @@ class LocalTranscriber:
 
     async def close(self) -> None:
         """Let decodes in flight finish, then release the worker threads and the model."""
-        with self._lock:
+        with self._state_lock:
             if self._closed:
                 return
             self._closed = True
@@ -242,7 +243,7 @@ class LocalTranscriber:
 
     def close_sync(self) -> None:
         """`close` for synchronous owners (a session-scoped test fixture, a CLI at exit)."""
-        with self._lock:
+        with self._state_lock:
             self._closed = True
         self._executor.shutdown(wait=True)
         self._model = None

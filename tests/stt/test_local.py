@@ -151,7 +151,20 @@ async def test_start_loads_in_background_and_ready_flips(fake_model: type[FakeWh
         await engine.transcribe(np.ones(SAMPLE_RATE, dtype=np.float32) * 0.1)
     assert "loading" in excinfo.value.detail
     assert excinfo.value.retry_after is not None
+    ticks = 0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    task = asyncio.create_task(ticker())
     await engine.wait_ready()
+    done.set()
+    await task
+    assert ticks >= 3  # the loop kept running while the model loaded
     assert engine.ready
     assert engine.load_seconds is not None
     result = await engine.transcribe(np.ones(SAMPLE_RATE, dtype=np.float32) * 0.1)
