@@ -8,6 +8,7 @@ import logging
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bridge.auth import Authenticator
 from functions.process_audio.live import LiveConfig, LivePath
@@ -20,6 +21,9 @@ from shared.store.base import Store
 from shared.store.factory import create_store
 from shared.stt.base import Transcriber
 from shared.stt.factory import create_transcriber
+
+if TYPE_CHECKING:
+    from shared.supabase_jwt import SupabaseJwtVerifier
 
 log = logging.getLogger("bridge")
 
@@ -50,6 +54,7 @@ class Services:
     auth: Authenticator
     live: LivePath
     hub: LocalHub | None = None
+    user_tokens: SupabaseJwtVerifier | None = None
     _background: set[asyncio.Task[object]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -83,6 +88,8 @@ class Services:
         await self.broadcaster.close()
         await self.transcriber.close()
         await self.store.close()
+        if self.user_tokens is not None:
+            await self.user_tokens.aclose()
 
 
 def build_services(
@@ -99,11 +106,11 @@ def build_services(
 
         broadcaster = create_broadcaster(settings)
     tokens = SessionTokens(token_secret(settings), settings.session_token_ttl)
-    user_tokens = None
+    user_tokens: SupabaseJwtVerifier | None = None
     if settings.supabase_url or settings.supabase_jwt_secret:
-        from shared.supabase_jwt import SupabaseJwtVerifier
+        from shared.supabase_jwt import SupabaseJwtVerifier, jwks_url_for
 
-        jwks = f"{settings.supabase_url.rstrip('/')}/auth/v1/.well-known/jwks.json" if settings.supabase_url else None
+        jwks = jwks_url_for(settings.supabase_url) if settings.supabase_url else None
         user_tokens = SupabaseJwtVerifier(jwt_secret=settings.supabase_jwt_secret, jwks_url=jwks)
     auth = Authenticator(store, tokens, service_key=settings.service_key, user_tokens=user_tokens)
     partials = transcriber.partials_by_default if settings.partials is None else settings.partials == "on"
@@ -119,4 +126,4 @@ def build_services(
         ),
     )
     hub = broadcaster if isinstance(broadcaster, LocalHub) else None
-    return Services(settings, store, transcriber, broadcaster, tokens, auth, live, hub)
+    return Services(settings, store, transcriber, broadcaster, tokens, auth, live, hub, user_tokens)

@@ -40,9 +40,7 @@ class SpeakerBuffer:
         self.chunk_starts.append(self.total)
         self.pcm = np.concatenate([self.pcm, pcm]) if self.total else pcm.astype(np.float32, copy=False)
         assert self.vad is not None
-        # A quiet chunk (energy gate) still goes through the track so positions stay aligned; the model sees
-        # digital zeros, which it scores as silence.
-        self.vad.extend(np.zeros_like(pcm) if quiet else pcm)
+        self.vad.extend(pcm, quiet=quiet)
 
     def regions(self) -> list[tuple[int, int]]:
         assert self.vad is not None

@@ -319,7 +319,7 @@ class LivePath:
             pcm = await self._chunk_pcm(session.id, stream, state, chunk.sequence_number)
             if chunk.sequence_number == stream.buffer_sequence:
                 pcm = pcm[stream.buffer_offset :]
-            buffer.append(chunk.sequence_number, pcm, quiet=is_quiet(pcm))
+            await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm, quiet=is_quiet(pcm))
         buffer.version = stream.version
         state.buffer = buffer
         return buffer
@@ -375,7 +375,11 @@ class LivePath:
             stream.buffer_sequence, stream.buffer_offset = sequence, 0
         done: list[int] = []
         if len(pcm):
-            buffer.append(sequence, pcm, quiet=is_quiet(pcm))
+            quiet = is_quiet(pcm)
+            if quiet:
+                buffer.append(sequence, pcm, quiet=True)
+            else:  # the speech model runs off the event loop
+                await asyncio.to_thread(buffer.append, sequence, pcm, quiet=False)
         else:
             done.append(sequence)
             state.decoded.pop(sequence, None)
@@ -488,7 +492,7 @@ class LivePath:
         entry: NewEntry | None = None
         if len(pcm) and not is_quiet(pcm):
             single = SpeakerBuffer(self.detector)
-            single.append(sequence, pcm, quiet=False)
+            await asyncio.to_thread(single.append, sequence, pcm, quiet=False)
             regions = single.regions()
             if regions:
                 transcription = clean_transcription(await self._transcribe(pcm, session.language))

@@ -206,14 +206,24 @@ class VadTrack:
         """Samples of the buffer covered by whole windows (the tail under 512 samples waits)."""
         return self._win_base + self._probs.size * WINDOW - self._buf_start
 
-    def extend(self, pcm_new: Pcm) -> None:
-        """Append new audio and compute probabilities for the whole windows it completes."""
+    def extend(self, pcm_new: Pcm, *, quiet: bool = False) -> None:
+        """Append new audio and compute probabilities for the whole windows it completes.
+
+        `quiet` audio (the energy gate said so) is scored as silence without running the model: the per-chunk
+        cost of a silent stretch is then a few microseconds instead of a Silero pass.
+        """
         self._buf_end += pcm_new.size
         joined = np.concatenate([self._tail, pcm_new.astype(np.float32, copy=False)])
         whole = joined.size - joined.size % WINDOW
         self._tail = joined[whole:].copy()
-        if whole:
-            self._probs = np.concatenate([self._probs, self._detector._run(joined[:whole], self._state)])
+        if not whole:
+            return
+        if quiet:
+            scored = np.zeros(whole // WINDOW, dtype=np.float32)
+            self._state.context = joined[whole - _CONTEXT : whole].copy()
+        else:
+            scored = self._detector._run(joined[:whole], self._state)
+        self._probs = np.concatenate([self._probs, scored])
 
     def drop(self, samples: int) -> None:
         """The consumer removed `samples` from the front of its buffer; forget windows wholly before it."""
