@@ -54,8 +54,8 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 12
 
 
 @contextmanager
-def server(cmd: list[str] | str, env: dict[str, str], *, shell: bool = False) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(cmd, env=env, cwd=REPO, shell=shell, start_new_session=True)  # noqa: S603
+def server(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True)
     try:
         yield process
     finally:

@@ -13,7 +13,7 @@ from tests.helpers import FIXTURES, load_pcm, new_session, new_tenant, post_chun
 SPEECH = FIXTURES / "live" / "two_sentences.flac"
 
 
-async def next_event(subscription: Any, name: str, timeout: float = 20.0) -> dict[str, Any]:
+async def next_event(subscription: Any, name: str) -> dict[str, Any]:
     async def find() -> dict[str, Any]:
         async for event, payload in subscription:
             if event == name:
@@ -21,7 +21,7 @@ async def next_event(subscription: Any, name: str, timeout: float = 20.0) -> dic
                 return found
         raise AssertionError("subscription ended")
 
-    return await asyncio.wait_for(find(), timeout)
+    return await asyncio.wait_for(find(), 20.0)
 
 
 async def test_local_engine_broadcasts_partials_before_the_final(
