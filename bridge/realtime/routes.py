@@ -18,6 +18,7 @@ from typing import Annotated, Any, Final, cast
 import msgspec
 from litestar import Request, Response, Router, post, websocket
 from litestar.connection import WebSocket
+from litestar.params import FromPath
 from litestar.types import ControllerRouterHandler
 
 from shared.broadcast.local import ENCODING_BINARY, LocalHub, Message
@@ -134,7 +135,9 @@ def realtime_handlers(
         return Response(b"", status_code=202)
 
     @post("/api/broadcast/{topic:str}/events/{event:str}", status_code=202)
-    async def broadcast_one(request: Request[Any, Any, Any], topic: str, event: str) -> Response[bytes]:
+    async def broadcast_one(
+        request: Request[Any, Any, Any], topic: FromPath[str], event: FromPath[str]
+    ) -> Response[bytes]:
         _credentials(request)
         body = await request.body()
         message: Message
