@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import io
 import uuid
-import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
 
 from functions.process_audio.models import ProcessAudioRequest
 from functions.process_audio.service import process_audio
@@ -25,24 +21,12 @@ from shared.credentials import hash_api_key, new_api_key
 from shared.errors import BridgeError
 from shared.models import Session, SessionStatus, Tenant, TranscriptEntry, utcnow
 from shared.stt.base import SAMPLE_RATE, Pcm
+from shared.stt.wavio import wav_bytes
 
 if TYPE_CHECKING:
     from bridge.services import Services
 
 SPEAKER = "speaker"
-
-
-def wav_bytes(pcm: Pcm) -> bytes:
-    """16-bit mono 16 kHz WAV, the format a browser's AudioWorklet capture sends."""
-    clipped = np.clip(pcm, -1.0, 1.0)
-    samples = (clipped * 32767.0).astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(1)
-        wav.setsampwidth(2)
-        wav.setframerate(SAMPLE_RATE)
-        wav.writeframes(samples.tobytes())
-    return out.getvalue()
 
 
 def split_chunks(pcm: Pcm, chunk_seconds: float) -> list[Pcm]:
