@@ -175,10 +175,10 @@ class Subscription:
             self._hub.detach(self.topic, self)
             self._wake()
 
-    async def __aenter__(self) -> Subscription:
+    def __enter__(self) -> Subscription:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 
