@@ -123,6 +123,7 @@ def build_services(
             end_grace_s=settings.end_grace_s,
             response_wait_s=settings.response_wait_s,
             partials=partials,
+            retry_base_s=settings.engine_retry_s,
         ),
     )
     hub = broadcaster if isinstance(broadcaster, LocalHub) else None

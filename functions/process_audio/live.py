@@ -47,6 +47,7 @@ log = logging.getLogger("bridge.live")
 
 CONTINUABLE = {"webm", "ogg", "mp4"}
 LEASE_SECONDS = 30.0
+MAX_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class LiveConfig:
     partials: bool = False
     partial_interval_s: float = 2.0
     prompt_context_chars: int = 200
+    retry_base_s: float = 5.0
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
 
 
@@ -86,6 +88,7 @@ class _SpeakerState:
     partial_task: asyncio.Task[None] | None = None
     last_partial_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
+    retries: int = 0  # engine failures in a row, for the retry backoff
 
 
 def _digest(data: bytes) -> str:
@@ -299,6 +302,7 @@ class LivePath:
             log.info("stream %s/%s moved to another worker", session.id, speaker)
             state.buffer = None
             return entries, False
+        state.retries = 0
         if entries:
             state.partial_text = None
         elif self.config.partials and not final:
@@ -555,8 +559,14 @@ class LivePath:
         state.timer = loop.call_later(wait, fire)
 
     def _schedule_retry(self, session: Session, speaker: str, final: bool, retry_after: int | None) -> None:
-        loop = asyncio.get_running_loop()
-        loop.call_later(float(retry_after or 5), lambda: self._spawn_pump(session, speaker, final=final))
+        """Retry a failed engine call with growing delays; after a few, the next chunk or a restart retries."""
+        state = self._state(session.id, speaker)
+        if state.retries >= MAX_RETRIES:
+            log.warning("giving up retrying %s/%s for now; the audio stays pending", session.id, speaker)
+            return
+        delay = max(float(retry_after or 0), self.config.retry_base_s * 2**state.retries)
+        state.retries += 1
+        asyncio.get_running_loop().call_later(delay, lambda: self._spawn_pump(session, speaker, final=final))
 
     def _maybe_partial(
         self, session: Session, speaker: str, stream: SpeakerStream, state: _SpeakerState, buffer: SpeakerBuffer
