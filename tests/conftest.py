@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from litestar.testing import AsyncTestClient
 from bridge.app import create_app
 from shared.settings import Settings
 from shared.stt.base import Transcriber
+from tests import pg
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -106,3 +107,32 @@ def app_client(
         return running_app(create_app(settings, transcriber=engine, broadcaster=LocalHub()))
 
     return open_client
+
+
+# ---------------------------------------------------------------------------------------- Postgres
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[pg.PgServer]:
+    """The test session's PostgreSQL: DATABASE_URL's, else an embedded one (never a skip)."""
+    with pg.postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def pg_database(pg_server: pg.PgServer) -> AsyncIterator[str]:
+    """One database for the store tests of this session (each test gets its own schema in it)."""
+    await pg.check_reachable(pg_server)
+    dsn = await pg.create_database(pg_server, "ib_store")
+    try:
+        yield dsn
+    finally:
+        await pg.drop_database(pg_server, dsn)
+
+
+@pytest.fixture
+async def pg_dsn(pg_database: str) -> AsyncIterator[str]:
+    """A DSN whose connections work in a fresh, empty schema (dropped after the test)."""
+    schema, dsn = await pg.create_schema(pg_database)
+    try:
+        yield dsn
+    finally:
+        await pg.drop_schema(pg_database, schema)

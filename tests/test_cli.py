@@ -51,3 +51,17 @@ def test_transcribe_text_prints_a_line_per_file(tmp_path: Path, capsys: pytest.C
     lines = capsys.readouterr().out.split("\n")
     assert lines[0].startswith("[simulated")
     assert lines[1] == ""
+
+
+async def test_db_migrate_on_postgres(
+    pg_dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With DATABASE_URL set, `db migrate` applies the supabase/migrations files to Postgres, once."""
+    import asyncio
+
+    monkeypatch.setenv("DATABASE_URL", pg_dsn)
+    assert await asyncio.to_thread(main, ["db", "migrate"]) == 0
+    applied = json.loads(capsys.readouterr().out)["applied"]
+    assert any(name.endswith("_core.sql") for name in applied)
+    assert await asyncio.to_thread(main, ["db", "migrate"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"applied": []}

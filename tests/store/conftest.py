@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -19,35 +19,6 @@ BACKENDS = [
     pytest.param("postgres", id="postgres"),
     pytest.param("supabase", id="supabase-rest"),
 ]
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[pg.PgServer]:
-    """The test session's PostgreSQL: DATABASE_URL's, else an embedded one (never a skip)."""
-    with pg.postgres_server() as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-async def pg_database(pg_server: pg.PgServer) -> AsyncIterator[str]:
-    """One database for the store tests of this session (each test gets its own schema in it)."""
-    await pg.check_reachable(pg_server)
-    dsn = await pg.create_database(pg_server, "ib_store")
-    try:
-        yield dsn
-    finally:
-        await pg.drop_database(pg_server, dsn)
-
-
-@pytest.fixture
-async def pg_dsn(pg_database: str) -> AsyncIterator[str]:
-    """A DSN whose connections work in a fresh, empty schema (dropped after the test)."""
-    schema, dsn = await pg.create_schema(pg_database)
-    try:
-        yield dsn
-    finally:
-        await pg.drop_schema(pg_database, schema)
-
 
 SERVICE_KEY = "service-role-key-for-tests"
 PROJECT_URL = "https://project-ref.supabase.test"
