@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import httpx
 import pytest
@@ -241,12 +240,12 @@ async def test_join_with_invalid_token_gets_error_reply_socket_stays_open(server
     """A join whose access_token is invalid gets an InvalidJWTToken error reply and the socket is not closed."""
     client = await RawClient.open(server.ws_url)
     try:
-        ref, reply = await client.join("session:a", "forged")
+        _, reply = await client.join("session:a", "forged")
         assert reply["payload"] == {
             "status": "error",
             "response": {"reason": "InvalidJWTToken: invalid or expired token"},
         }
-        ref2, reply2 = await client.join("session:a", "tok-a")
+        _, reply2 = await client.join("session:a", "tok-a")
         assert reply2["payload"]["status"] == "ok"
     finally:
         await client.close()
