@@ -1,0 +1,86 @@
+"""Where the segmenter cuts a speaker's pending audio into utterances."""
+
+from __future__ import annotations
+
+from functions.process_audio.segmenter import Decision, SegmenterConfig, decide
+
+S = 16  # samples per millisecond
+CHUNK = 2000 * S
+
+
+def chunk_starts(total_ms: int) -> list[int]:
+    return list(range(0, total_ms * S, CHUNK))
+
+
+def test_silence_is_dropped_but_a_short_tail_is_kept() -> None:
+    """With no speech, everything but the last 300 ms is dropped and nothing is transcribed."""
+    decision = decide(4000 * S, [], chunk_starts(4000), final=False)
+    assert decision == Decision(drop=3700 * S)
+
+
+def test_silence_at_the_end_of_a_session_is_dropped_whole() -> None:
+    """A final flush of silence drops all of it without an engine call."""
+    assert decide(4000 * S, [], chunk_starts(4000), final=True) == Decision(drop=4000 * S)
+
+
+def test_open_utterance_waits_for_a_pause() -> None:
+    """Speech running to the end of the buffer is not cut: the leading silence goes, the rest waits."""
+    decision = decide(4000 * S, [(1000 * S, 4000 * S)], chunk_starts(4000), final=False)
+    assert decision == Decision(drop=700 * S)
+
+
+def test_trailing_pause_of_800_ms_finishes_the_utterance() -> None:
+    """Speech followed by at least 0.8 s of silence is final; the engine hears it plus 300 ms of tail."""
+    decision = decide(4000 * S, [(500 * S, 3000 * S)], chunk_starts(4000), final=False)
+    assert decision == Decision(drop=200 * S, cut=4000 * S, speech_end=3300 * S)
+
+
+def test_short_pause_does_not_cut() -> None:
+    """A 0.5 s pause inside a turn keeps the sentence whole."""
+    regions = [(0, 1500 * S), (2000 * S, 4000 * S)]
+    assert decide(4000 * S, regions, chunk_starts(4000), final=False).cut is None
+
+
+def test_inner_pause_cuts_in_a_later_chunk_only() -> None:
+    """An inner pause is cut in a chunk after the one where the utterance began, keeping entry keys unique."""
+    regions = [(100 * S, 1500 * S), (3000 * S, 6000 * S)]  # pause 1.5-3.0 s, crosses the 2 s chunk boundary
+    decision = decide(6000 * S, regions, chunk_starts(6000), final=False)
+    assert decision.cut == 2000 * S  # not at 1.8 s, which lies in the first chunk
+    assert decision.speech_end == 1800 * S
+    inside_first_chunk = [(100 * S, 500 * S), (1400 * S, 6000 * S)]  # 0.9 s pause wholly inside chunk 0
+    assert decide(6000 * S, inside_first_chunk, chunk_starts(6000), final=False).cut is None
+
+
+def test_long_speech_is_cut_at_the_widest_pause() -> None:
+    """Past 15 s without a real pause, the utterance is cut at its widest pause."""
+    regions = [(0, 5000 * S), (5300 * S, 9000 * S), (9600 * S, 16500 * S)]
+    decision = decide(16500 * S, regions, chunk_starts(16500), final=False)
+    assert decision.cut is not None
+    assert 9000 * S <= decision.cut < 9600 * S
+
+
+def test_long_speech_without_any_pause_is_cut_at_the_end() -> None:
+    """Past 15 s with no pause at all, the whole buffer becomes one utterance."""
+    decision = decide(16000 * S, [(0, 16000 * S)], chunk_starts(16000), final=False)
+    assert decision == Decision(drop=0, cut=16000 * S, speech_end=16000 * S)
+
+
+def test_one_whole_file_chunk_is_one_utterance() -> None:
+    """A whole recording sent as one chunk is never cut inside: one engine call, as the CLI's --chunk-seconds 0."""
+    regions = [(0, 4000 * S), (5500 * S, 9000 * S), (10500 * S, 20000 * S)]
+    decision = decide(21000 * S, regions, [0], final=False)
+    assert decision == Decision(drop=0, cut=21000 * S, speech_end=20300 * S)
+
+
+def test_flush_transcribes_everything_left() -> None:
+    """At the end of a session the open utterance is final whatever its pauses."""
+    decision = decide(3000 * S, [(1000 * S, 2900 * S)], chunk_starts(3000), final=True)
+    assert decision == Decision(drop=700 * S, cut=3000 * S, speech_end=3000 * S)
+
+
+def test_thresholds_are_settings() -> None:
+    """A shorter minimum pause cuts where the default would not."""
+    regions = [(0, 1500 * S), (2200 * S, 4000 * S)]
+    assert decide(4000 * S, regions, chunk_starts(4000), final=False).cut is None
+    config = SegmenterConfig(min_pause_ms=400)
+    assert decide(4000 * S, regions, chunk_starts(4000), final=False, config=config).cut == 2000 * S
