@@ -115,8 +115,16 @@ def test_chunk_acknowledged_before_a_kill_is_transcribed_after_restart(tmp_path:
         wait_healthy(url, process)
         created = httpx.post(f"{url}/sessions", json={}, headers={"Authorization": f"Bearer {api_key}"}).json()
         session_id, token = created["session"]["id"], created["token"]
-        body = {"session_id": session_id, "speaker": "candidate", "sequence_number": 0, "audio_chunk": audio, "mime_type": "audio/wav"}
-        answer = httpx.post(f"{url}/functions/v1/process-audio", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        body = {
+            "session_id": session_id,
+            "speaker": "candidate",
+            "sequence_number": 0,
+            "audio_chunk": audio,
+            "mime_type": "audio/wav",
+        }
+        answer = httpx.post(
+            f"{url}/functions/v1/process-audio", json=body, headers={"Authorization": f"Bearer {token}"}, timeout=30
+        )
         assert answer.status_code == 200
         assert answer.json()["status"] == "accepted"
         assert answer.json()["entries"] == []
@@ -126,8 +134,10 @@ def test_chunk_acknowledged_before_a_kill_is_transcribed_after_restart(tmp_path:
     with server([str(BIN / "interview-bridge"), "serve"], fast) as process:
         wait_healthy(url, process)
         entries: list[dict[str, Any]] = []
-        for _ in range(100):
-            transcript = httpx.get(f"{url}/sessions/{session_id}/transcript", headers={"Authorization": f"Bearer {token}"})
+        for _ in range(200):  # the killed server's lease on the stream runs out first (15 s)
+            transcript = httpx.get(
+                f"{url}/sessions/{session_id}/transcript", headers={"Authorization": f"Bearer {token}"}
+            )
             entries = transcript.json()["entries"]
             if entries:
                 break

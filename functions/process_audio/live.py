@@ -46,7 +46,7 @@ from shared.stt.filters import clean_transcription
 log = logging.getLogger("bridge.live")
 
 CONTINUABLE = {"webm", "ogg", "mp4"}
-LEASE_SECONDS = 30.0
+LEASE_SECONDS = 15.0  # a crashed worker's streams are taken over after this; renewed before engine calls
 MAX_RETRIES = 5
 
 
@@ -254,6 +254,14 @@ class LivePath:
             finally:
                 await self.store.release_stream(session.id, speaker, self.owner)
 
+    async def _renew(self, stream: SpeakerStream) -> None:
+        """Extend the lease before a slow engine call; a stream taken meanwhile stops this pump (fenced anyway)."""
+        current = await self.store.claim_stream(
+            stream.session_id, stream.speaker, self.owner, LEASE_SECONDS, self.clock()
+        )
+        if current is None or current.version != stream.version:
+            raise StreamLeaseLost(f"stream {stream.session_id}/{stream.speaker} was taken over")
+
     async def _claim(self, session_id: str, speaker: str) -> SpeakerStream | None:
         deadline = time.monotonic() + LEASE_SECONDS
         while True:
@@ -409,6 +417,7 @@ class LivePath:
         consume = decision.drop
         if decision.cut is not None and decision.speech_end is not None and decision.speech_end > decision.drop:
             audio = buffer.pcm[decision.drop : decision.speech_end]
+            await self._renew(stream)
             prompt = await self._context(session, stream.speaker)
             transcription = clean_transcription(await self._transcribe(audio, session.language, prompt))
             if transcription.text:
