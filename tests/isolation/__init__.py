@@ -1,0 +1,1 @@
+"""Helpers for the cross-tenant isolation matrix and the two-instance tests."""
