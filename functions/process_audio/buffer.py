@@ -1,7 +1,9 @@
 """A speaker's open utterance in memory: decoded PCM of the pending chunks plus its speech tracking.
 
 Only a cache: the truth is the speaker stream and the pending chunks in the store. Any process rebuilds it from
-there (the stream's `version` tells whether this copy is still current).
+there (the stream's `version` tells whether this copy is still current), and a rebuilt copy must decide exactly
+as this one would. So after the front is cut, speech tracking restarts from the new buffer start, chunk by
+chunk, with each chunk's energy-gate verdict: the same steps a rebuild from the store takes.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ class SpeakerBuffer:
     pcm: Pcm = field(default_factory=lambda: _EMPTY)
     chunk_seqs: list[int] = field(default_factory=list)
     chunk_starts: list[int] = field(default_factory=list)
-    vad: VadTrack | None = None
+    chunk_quiet: list[bool] = field(default_factory=list)
+    vad: VadTrack = field(init=False)
 
     def __post_init__(self) -> None:
         self.vad = VadTrack(self.detector)
@@ -35,15 +38,17 @@ class SpeakerBuffer:
         return int(self.pcm.shape[0])
 
     def append(self, sequence: int, pcm: Pcm, *, quiet: bool) -> None:
-        """Add one decoded chunk; a quiet chunk (energy gate) skips the speech model."""
+        """Add one decoded chunk; a quiet chunk (energy gate, judged on the whole chunk) skips the speech model.
+
+        Runs the speech model: call it off the event loop.
+        """
         self.chunk_seqs.append(sequence)
         self.chunk_starts.append(self.total)
+        self.chunk_quiet.append(quiet)
         self.pcm = np.concatenate([self.pcm, pcm]) if self.total else pcm.astype(np.float32, copy=False)
-        assert self.vad is not None
         self.vad.extend(pcm, quiet=quiet)
 
     def regions(self) -> list[tuple[int, int]]:
-        assert self.vad is not None
         return [(max(0, s), min(self.total, e)) for s, e in self.vad.regions() if min(self.total, e) > max(0, s)]
 
     def sequence_at(self, position: int) -> int:
@@ -55,28 +60,31 @@ class SpeakerBuffer:
         return self.chunk_seqs[index]
 
     def consume(self, samples: int) -> tuple[list[int], int | None, int]:
-        """Drop `samples` from the front.
+        """Drop `samples` from the front and restart speech tracking on what is left.
 
         Returns the sequences now fully consumed, the sequence the buffer now starts in (None when empty) and
-        the offset into that chunk's own audio that the buffer starts at.
+        how far into that chunk's audio (as this buffer held it) the buffer now starts. Runs the speech model
+        over the remaining audio: call it off the event loop.
         """
         samples = min(samples, self.total)
         done: list[int] = []
-        keep_seqs: list[int] = []
-        keep_starts: list[int] = []
+        kept: list[tuple[int, int, bool]] = []
+        offset_in_first = 0
         for i, seq in enumerate(self.chunk_seqs):
+            start = self.chunk_starts[i]
             end = self.chunk_starts[i + 1] if i + 1 < len(self.chunk_starts) else self.total
             if end <= samples:
                 done.append(seq)
-            else:
-                keep_seqs.append(seq)
-                keep_starts.append(max(0, self.chunk_starts[i] - samples))
-        offset_in_first = 0
-        if keep_seqs:
-            first_index = self.chunk_seqs.index(keep_seqs[0])
-            offset_in_first = max(0, samples - self.chunk_starts[first_index])
+                continue
+            if not kept:
+                offset_in_first = max(0, samples - start)
+            kept.append((seq, max(0, start - samples), self.chunk_quiet[i]))
         self.pcm = self.pcm[samples:]
-        self.chunk_seqs, self.chunk_starts = keep_seqs, keep_starts
-        assert self.vad is not None
-        self.vad.drop(samples)
-        return done, (keep_seqs[0] if keep_seqs else None), offset_in_first
+        self.chunk_seqs = [seq for seq, _, _ in kept]
+        self.chunk_starts = [start for _, start, _ in kept]
+        self.chunk_quiet = [quiet for _, _, quiet in kept]
+        self.vad = VadTrack(self.detector)
+        for i, quiet in enumerate(self.chunk_quiet):
+            end = self.chunk_starts[i + 1] if i + 1 < len(self.chunk_starts) else self.total
+            self.vad.extend(self.pcm[self.chunk_starts[i] : end], quiet=quiet)
+        return done, (self.chunk_seqs[0] if self.chunk_seqs else None), offset_in_first

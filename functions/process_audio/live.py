@@ -329,9 +329,10 @@ class LivePath:
             if chunk.sequence_number >= stream.next_sequence:
                 break
             pcm = await self._chunk_pcm(session.id, stream, state, chunk.sequence_number)
+            quiet = is_quiet(pcm)  # judged on the whole chunk, as when it was first absorbed
             if chunk.sequence_number == stream.buffer_sequence:
                 pcm = pcm[stream.buffer_offset :]
-            await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm, quiet=is_quiet(pcm))
+            await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm, quiet=quiet)
         buffer.version = stream.version
         state.buffer = buffer
         return buffer
@@ -438,16 +439,16 @@ class LivePath:
         if decision.cut is not None:
             consume = decision.cut
         if consume:
-            self._consume(stream, buffer, consume, done)
+            await self._consume(stream, buffer, consume, done)
         write = await self._save(stream, buffer, done=done, entry=new_entry)
         if write is not None:
             await deliver_entry(write, self.broadcaster)
             return [write.entry]
         return []
 
-    def _consume(self, stream: SpeakerStream, buffer: SpeakerBuffer, samples: int, done: list[int]) -> None:
+    async def _consume(self, stream: SpeakerStream, buffer: SpeakerBuffer, samples: int, done: list[int]) -> None:
         old_first = stream.buffer_sequence
-        gone, first, offset = buffer.consume(samples)
+        gone, first, offset = await asyncio.to_thread(buffer.consume, samples)
         done.extend(gone)
         stream.buffer_start_ms += samples // SAMPLES_PER_MS
         if first is None:

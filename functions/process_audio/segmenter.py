@@ -22,6 +22,7 @@ class SegmenterConfig:
     max_utterance_ms: int = 15_000
     lead_pad_ms: int = 300  # speech onset padding kept before the first word
     tail_pad_ms: int = 300  # silence kept after the last word inside a cut
+    min_drop_ms: int = 500  # leading silence is trimmed only in steps this large (each trim re-runs the VAD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +73,7 @@ def decide(
             if cut is not None:
                 return Decision(drop=start, cut=cut, speech_end=min(cut, p0 + tail))
     if total - start <= config.max_utterance_ms * SAMPLES_PER_MS:
-        return Decision(drop=start)
+        return Decision(drop=start if start >= config.min_drop_ms * SAMPLES_PER_MS else 0)
     # Too long without a real pause: cut at the widest pause that respects the chunk rule, else at the end.
     for p0, p1 in sorted(pauses, key=lambda p: p[1] - p[0], reverse=True):
         cut = _cut_in_pause(p0, p1, tail, chunk_starts, start_chunk)

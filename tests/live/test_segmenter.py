@@ -84,3 +84,9 @@ def test_thresholds_are_settings() -> None:
     assert decide(4000 * S, regions, chunk_starts(4000), final=False).cut is None
     config = SegmenterConfig(min_pause_ms=400)
     assert decide(4000 * S, regions, chunk_starts(4000), final=False, config=config).cut == 2000 * S
+
+
+def test_small_leading_silence_is_not_trimmed_alone() -> None:
+    """Leading silence under 0.5 s is left in place while the utterance is open (each trim re-runs the VAD)."""
+    assert decide(4000 * S, [(700 * S, 4000 * S)], chunk_starts(4000), final=False) == Decision(drop=0)
+    assert decide(4000 * S, [(900 * S, 4000 * S)], chunk_starts(4000), final=False) == Decision(drop=600 * S)
