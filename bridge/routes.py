@@ -15,6 +15,7 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED, HTTP_204_NO_CON
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.formats import as_srt, as_text, as_vtt
+from bridge.limits import CHUNKS, SESSIONS
 from bridge.services import Services
 from functions.process_audio.models import ProcessAudioRequest
 from functions.process_audio.service import process_audio, result_json
@@ -101,6 +102,7 @@ async def create_session(request: AnyRequest) -> dict[str, Any]:
     services = services_of(request)
     principal = await principal_of(request)
     tenant_id = require_tenant(principal)
+    services.limits.check("sessions", principal, SESSIONS)
     body = await json_body(request)
     check_body_tenant(body, principal)
     spec = validated(CreateSessionRequest, body)
@@ -236,6 +238,7 @@ async def process_audio_route(request: AnyRequest) -> dict[str, Any]:
     body = await json_body(request)
     session = await session_for(principal, body_session_id(body), services.store, Action.WRITE)
     check_body_tenant(body, principal)
+    services.limits.check("chunks", principal, CHUNKS)
     chunk = validated(ProcessAudioRequest, body)
     return result_json(await process_audio(chunk, session, services.live))
 

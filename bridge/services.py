@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bridge.auth import Authenticator
+from bridge.limits import RateLimiter
 from functions.process_audio.live import LiveConfig, LivePath
 from shared.broadcast.base import Broadcaster
 from shared.broadcast.local import LocalHub
@@ -55,6 +56,7 @@ class Services:
     live: LivePath
     hub: LocalHub | None = None
     user_tokens: SupabaseJwtVerifier | None = None
+    limits: RateLimiter = field(default_factory=RateLimiter)
     _background: set[asyncio.Task[object]] = field(default_factory=set)
 
     async def start(self) -> None:
@@ -127,4 +129,5 @@ def build_services(
         ),
     )
     hub = broadcaster if isinstance(broadcaster, LocalHub) else None
-    return Services(settings, store, transcriber, broadcaster, tokens, auth, live, hub, user_tokens)
+    limits = RateLimiter(enabled=settings.rate_limits == "on")
+    return Services(settings, store, transcriber, broadcaster, tokens, auth, live, hub, user_tokens, limits)

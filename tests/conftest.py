@@ -102,9 +102,7 @@ def app_client(
     def open_client(*, transcriber: Transcriber | None = None, **overrides: Any) -> Any:
         settings = make_settings(**overrides)
         engine = KeepOpen(transcriber) if transcriber is not None else None
-        from shared.broadcast.local import LocalHub
-
-        return running_app(create_app(settings, transcriber=engine, broadcaster=LocalHub()))
+        return running_app(create_app(settings, transcriber=engine))
 
     return open_client
 

@@ -201,3 +201,34 @@ async def test_continuation_without_any_header_is_invalid_audio(app_client: Call
         body = chunk_body(session_id, "candidate", 0, continuation, mime="audio/webm;codecs=opus")
         response = await client.post("/functions/v1/process-audio", json=body, headers=bearer(token))
         await assert_refused(client, response, 400, "invalid_audio", before)
+
+
+async def test_runaway_client_gets_429_with_retry_after(app_client: Callable[..., Any]) -> None:
+    """Far more chunks per second than any recorder sends get 429 rate_limited with Retry-After, storing nothing."""
+    async with app_client() as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        statuses = []
+        for seq in range(80):
+            body = chunk_body(session_id, "candidate", seq, b"")
+            response = await client.post("/functions/v1/process-audio", json=body, headers=bearer(token))
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                assert response.headers["retry-after"].isdigit()
+                assert response.json()["error"] == "rate_limited"
+                break
+        assert statuses[-1] == 429
+        assert statuses[:-1] == [200] * (len(statuses) - 1)
+        stored = (await client.get(f"/sessions/{session_id}", headers=bearer(token))).json()["next_sequence"]
+        assert stored == {"candidate": len(statuses) - 1}
+
+
+async def test_rate_limits_can_be_turned_off(app_client: Callable[..., Any]) -> None:
+    """RATE_LIMITS=off lets a load test send as fast as it likes."""
+    async with app_client(rate_limits="off") as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        for seq in range(80):
+            body = chunk_body(session_id, "candidate", seq, b"")
+            response = await client.post("/functions/v1/process-audio", json=body, headers=bearer(token))
+            assert response.status_code == 200
