@@ -63,6 +63,7 @@ class Services:
         await self.store.start()
         await self.broadcaster.start()
         await self.transcriber.start()
+        await asyncio.to_thread(self.live.detector.warm_up)  # the first speech chunk should not pay for it
         task: asyncio.Task[object] = asyncio.create_task(self._resume_when_ready())
         self._background.add(task)
         task.add_done_callback(self._background.discard)

@@ -25,7 +25,7 @@ from functions.process_audio.segmenter import SAMPLES_PER_MS, SegmenterConfig, d
 from functions.transcript_bridge.service import deliver_entry
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
-from shared.audio.vad import SpeechDetector, is_quiet
+from shared.audio.vad import SpeechDetector, is_quiet, shared_detector
 from shared.broadcast.base import Broadcaster
 from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict, SessionClosed
 from shared.models import (
@@ -112,7 +112,7 @@ class LivePath:
         self.transcriber = transcriber
         self.broadcaster = broadcaster
         self.config = config
-        self.detector = detector or SpeechDetector()
+        self.detector = detector or shared_detector()
         self.clock = clock
         self.owner = f"worker-{uuid.uuid4()}"
         self._speakers: dict[tuple[str, str], _SpeakerState] = {}
