@@ -102,7 +102,14 @@ def serve(args: argparse.Namespace) -> int:
         f"get a tenant key: interview-bridge tenant create NAME --data-dir {settings.data_dir}",
         file=sys.stderr,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=30)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=30,
+        ws_per_message_deflate=False,  # hub frames are encoded once per topic; per-socket deflate undoes that
+    )
     return 0
 
 
