@@ -22,7 +22,7 @@ from functions.process_audio.service import process_audio, result_json
 from functions.transcript_bridge.models import TranscriptBridgeRequest
 from functions.transcript_bridge.service import session_topic, transcript_bridge
 from functions.validation import check_speaker
-from shared.access import Action, require_tenant, session_for
+from shared.access import Action, in_closing_grace, require_tenant, session_for
 from shared.credentials import Principal
 from shared.errors import InvalidRequest, TenantMismatch
 from shared.models import Session, SessionStatus, utcnow
@@ -231,13 +231,19 @@ async def delete_session(request: AnyRequest, session_id: FromPath[str]) -> None
 
 
 # ---------------------------------------------------------------------------------------------- functions
-@post(["/functions/v1/process-audio", "/process-audio"], status_code=HTTP_200_OK)
-async def process_audio_route(request: AnyRequest) -> dict[str, Any]:
+async def writable_session(request: AnyRequest) -> tuple[Services, Principal, dict[str, Any], Session]:
+    """The checks every write function shares, in the contract's order: credential, session, tenant."""
     services = services_of(request)
     principal = await principal_of(request)
     body = await json_body(request)
     session = await session_for(principal, body_session_id(body), services.store, Action.WRITE)
     check_body_tenant(body, principal)
+    return services, principal, body, session
+
+
+@post(["/functions/v1/process-audio", "/process-audio"], status_code=HTTP_200_OK)
+async def process_audio_route(request: AnyRequest) -> dict[str, Any]:
+    services, principal, body, session = await writable_session(request)
     services.limits.check("chunks", principal, CHUNKS)
     chunk = validated(ProcessAudioRequest, body)
     return result_json(await process_audio(chunk, session, services.live))
@@ -245,14 +251,9 @@ async def process_audio_route(request: AnyRequest) -> dict[str, Any]:
 
 @post(["/functions/v1/transcript-bridge", "/transcript-bridge"], status_code=HTTP_200_OK)
 async def transcript_bridge_route(request: AnyRequest) -> dict[str, Any]:
-    services = services_of(request)
-    principal = await principal_of(request)
-    body = await json_body(request)
-    session = await session_for(principal, body_session_id(body), services.store, Action.WRITE)
-    check_body_tenant(body, principal)
+    services, _, body, session = await writable_session(request)
     entry_request = validated(TranscriptBridgeRequest, body)
-    if session.status is not SessionStatus.ACTIVE:
-        services.live.closing_grace(session, utcnow())
+    in_closing_grace(session, utcnow(), services.settings.end_grace_s)
     result = await transcript_bridge(entry_request, session, store=services.store, broadcaster=services.broadcaster)
     return {"status": result.status, "entry": result.entry.to_json()}
 

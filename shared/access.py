@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from shared.credentials import Principal, PrincipalKind
-from shared.errors import Forbidden, NotFound
-from shared.models import Session
+from shared.errors import Forbidden, NotFound, SessionClosed
+from shared.models import Session, SessionStatus
 from shared.store.base import Store
 
 
@@ -41,3 +42,16 @@ def require_tenant(principal: Principal) -> str:
     if principal.kind not in (PrincipalKind.TENANT, PrincipalKind.USER) or principal.tenant_id is None:
         raise Forbidden("this route needs the tenant's API key or a user token of the tenant")
     return principal.tenant_id
+
+
+def in_closing_grace(session: Session, now: datetime, grace_s: float) -> bool:
+    """Whether a write to `session` is one of the late ones after `end` that are still accepted (and flushed).
+
+    False for an active session; raises SessionClosed once the grace window after the end has passed.
+    """
+    if session.status is SessionStatus.ACTIVE:
+        return False
+    ended = session.ended_at or session.last_activity_at
+    if (now - ended).total_seconds() <= grace_s:
+        return True
+    raise SessionClosed(f"session {session.id} is {session.status.value}; start a new session")

@@ -23,11 +23,12 @@ import numpy as np
 from functions.process_audio.buffer import SpeakerBuffer
 from functions.process_audio.segmenter import SAMPLES_PER_MS, SegmenterConfig, decide
 from functions.transcript_bridge.service import deliver_entry
+from shared.access import in_closing_grace
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
 from shared.audio.vad import SpeechDetector, is_quiet, shared_detector
 from shared.broadcast.base import Broadcaster
-from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict, SessionClosed
+from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict
 from shared.models import (
     EntryWrite,
     InsertOutcome,
@@ -125,7 +126,7 @@ class LivePath:
     ) -> ChunkResult:
         """Validate, persist, acknowledge; then wait a bounded time for the transcription it triggers."""
         now = self.clock()
-        final = self.closing_grace(session, now)
+        final = in_closing_grace(session, now, self.config.end_grace_s)
         state = self._state(session.id, speaker)
         pcm: Pcm | None = None
         fmt: ChunkFormat | None = None
@@ -170,15 +171,6 @@ class LivePath:
         if failed and status == "accepted":
             status = "queued"
         return ChunkResult(status, sequence, entries, None if entries else state.partial_text)
-
-    def closing_grace(self, session: Session, now: datetime) -> bool:
-        """True for a closed session still inside its grace window (writes are flushed at once)."""
-        if session.status is SessionStatus.ACTIVE:
-            return False
-        ended = session.ended_at or session.last_activity_at
-        if (now - ended).total_seconds() <= self.config.end_grace_s:
-            return True
-        raise SessionClosed(f"session {session.id} is {session.status.value}; start a new session")
 
     async def _header_for(
         self, session_id: str, speaker: str, sequence: int, fmt: ChunkFormat, state: _SpeakerState
@@ -423,18 +415,16 @@ class LivePath:
             transcription = clean_transcription(await self._transcribe(audio, session.language, prompt))
             if transcription.text:
                 self._remember(session.id, stream.speaker, transcription.text)
-                new_entry = NewEntry(
-                    session_id=session.id,
-                    tenant_id=session.tenant_id,
-                    speaker=stream.speaker,
-                    first_sequence=buffer.sequence_at(decision.drop),
-                    last_sequence=buffer.sequence_at(max(decision.drop, decision.speech_end - 1)),
-                    text=transcription.text,
+                new_entry = self._entry(
+                    session,
+                    stream.speaker,
+                    (
+                        buffer.sequence_at(decision.drop),
+                        buffer.sequence_at(max(decision.drop, decision.speech_end - 1)),
+                    ),
+                    transcription,
                     start_ms=stream.buffer_start_ms + decision.drop // SAMPLES_PER_MS,
                     end_ms=stream.buffer_start_ms + decision.speech_end // SAMPLES_PER_MS,
-                    language=transcription.language or session.language,
-                    confidence=transcription.confidence,
-                    engine=self.transcriber.name,
                 )
         if decision.cut is not None:
             consume = decision.cut
@@ -514,19 +504,8 @@ class LivePath:
                 arrived = stored.received_at if stored else self.clock()
                 start_ms = max(0, int((arrived - session.created_at).total_seconds() * 1000) - len(pcm) // 16)
                 if transcription.text:
-                    entry = NewEntry(
-                        session_id=session.id,
-                        tenant_id=session.tenant_id,
-                        speaker=stream.speaker,
-                        first_sequence=sequence,
-                        last_sequence=sequence,
-                        text=transcription.text,
-                        start_ms=start_ms,
-                        end_ms=start_ms + len(pcm) // SAMPLES_PER_MS,
-                        language=transcription.language or session.language,
-                        confidence=transcription.confidence,
-                        engine=self.transcriber.name,
-                    )
+                    end_ms = start_ms + len(pcm) // SAMPLES_PER_MS
+                    entry = self._entry(session, stream.speaker, (sequence, sequence), transcription, start_ms, end_ms)
         write = await self.store.save_stream(stream, self.owner, done_sequences=[sequence], entry=entry)
         if state.buffer is not None:
             state.buffer.version = stream.version
@@ -535,6 +514,29 @@ class LivePath:
             return None
         await deliver_entry(write, self.broadcaster)
         return write.entry
+
+    def _entry(
+        self,
+        session: Session,
+        speaker: str,
+        sequences: tuple[int, int],
+        transcription: Transcription,
+        start_ms: int,
+        end_ms: int,
+    ) -> NewEntry:
+        return NewEntry(
+            session_id=session.id,
+            tenant_id=session.tenant_id,
+            speaker=speaker,
+            first_sequence=sequences[0],
+            last_sequence=sequences[1],
+            text=transcription.text,
+            start_ms=start_ms,
+            end_ms=end_ms,
+            language=transcription.language or session.language,
+            confidence=transcription.confidence,
+            engine=self.transcriber.name,
+        )
 
     async def _transcribe(self, pcm: Pcm, language: str | None, prompt: str | None = None) -> Transcription:
         self.engine_calls += 1
