@@ -30,6 +30,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 TOPIC = "session:bench"
+WS_IMPL = os.environ.get("FANOUT_WS", "websockets-sansio")  # uvicorn WebSocket implementation to serve with
 ENTRY_TEXT = "So in my last role I led the migration of our billing service to an event-driven design, which"
 
 
@@ -245,7 +246,7 @@ async def hub_main(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", ws_per_message_deflate=deflate, backlog=4096)
+    config = uvicorn.Config(app, log_level="warning", ws_per_message_deflate=deflate, backlog=4096, ws=WS_IMPL)
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     await poll(lambda: server.started)

@@ -100,7 +100,9 @@ def run_server(**kwargs: Any) -> Iterator[Server]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(build_app(hub, transcripts, **kwargs), log_level="warning", lifespan="on")
+    config = uvicorn.Config(
+        build_app(hub, transcripts, **kwargs), log_level="warning", lifespan="on", ws="websockets-sansio"
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
