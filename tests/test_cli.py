@@ -65,3 +65,20 @@ async def test_db_migrate_on_postgres(
     assert any(name.endswith("_core.sql") for name in applied)
     assert await asyncio.to_thread(main, ["db", "migrate"]) == 0
     assert json.loads(capsys.readouterr().out) == {"applied": []}
+
+
+def test_tenant_key_is_stored_only_as_a_hash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The API key printed once is not in the database; only its SHA-256 is, in a WAL-mode SQLite file."""
+    import hashlib
+    import sqlite3
+
+    assert main(["tenant", "create", "acme", "--data-dir", str(tmp_path)]) == 0
+    api_key = json.loads(capsys.readouterr().out)["api_key"]
+    database = tmp_path / "bridge.sqlite3"
+    raw = b"".join(path.read_bytes() for path in tmp_path.glob("bridge.sqlite3*"))
+    assert api_key.encode() not in raw
+    with sqlite3.connect(database) as conn:
+        (stored,) = conn.execute("SELECT api_key_hash FROM tenants").fetchone()
+        (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    assert stored == hashlib.sha256(api_key.encode()).hexdigest()
+    assert mode == "wal"
