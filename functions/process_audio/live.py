@@ -49,6 +49,8 @@ log = logging.getLogger("bridge.live")
 CONTINUABLE = {"webm", "ogg", "mp4"}
 LEASE_SECONDS = 15.0  # a crashed worker's streams are taken over after this; renewed before engine calls
 MAX_RETRIES = 5
+MAX_CACHED_SPEAKERS = 2_000  # past this, caches idle for IDLE_CACHE_SECONDS are dropped
+IDLE_CACHE_SECONDS = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,7 @@ class _SpeakerState:
     last_partial_at: float = 0.0
     timer: asyncio.TimerHandle | None = None
     retries: int = 0  # engine failures in a row, for the retry backoff
+    last_used: float = 0.0
 
 
 def _digest(data: bytes) -> str:
@@ -223,8 +226,33 @@ class LivePath:
         key = (session_id, speaker)
         state = self._speakers.get(key)
         if state is None:
+            if len(self._speakers) >= MAX_CACHED_SPEAKERS:
+                self._evict_idle()
             state = self._speakers[key] = _SpeakerState()
+        state.last_used = time.monotonic()
         return state
+
+    def _evict_idle(self) -> None:
+        """Forget caches of speakers idle for a while; they are rebuilt from the store if they speak again."""
+        cutoff = time.monotonic() - IDLE_CACHE_SECONDS
+        for key, state in list(self._speakers.items()):
+            if state.last_used < cutoff and not state.lock.locked() and state.timer is None:
+                del self._speakers[key]
+
+    @property
+    def cached_speakers(self) -> int:
+        """How many speaker streams this process holds caches for (memory stays bounded by ended sessions)."""
+        return len(self._speakers)
+
+    def forget_session(self, session_id: str) -> None:
+        """Drop a finished session's caches (after its final flush)."""
+        for key in [k for k in self._speakers if k[0] == session_id]:
+            state = self._speakers[key]
+            if state.lock.locked():
+                continue
+            if state.timer is not None:
+                state.timer.cancel()
+            del self._speakers[key]
 
     def _spawn_pump(
         self, session: Session, speaker: str, *, final: bool
@@ -620,6 +648,8 @@ class LivePath:
         for speaker in sorted(speakers):
             made, _ = await self.pump(session, speaker, final=True)
             entries.extend(made)
+        if session.status is not SessionStatus.ACTIVE:
+            self.forget_session(session.id)
         return entries
 
     async def resume_pending(self, load_session: Callable[[str], Awaitable[Session | None]]) -> int:

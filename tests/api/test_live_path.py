@@ -176,3 +176,16 @@ async def test_chunk_accepted_before_a_crash_is_transcribed_after_restart(
                 break
             await asyncio.sleep(0.2)
     assert wer(REFERENCE, " ".join(e["text"] for e in entries)) < 0.15
+
+
+async def test_ended_sessions_leave_no_cache_behind(app_client: Callable[..., Any]) -> None:
+    """Ending a session frees the per-speaker caches the live path kept for it."""
+    chunks = wav_chunks(load_pcm(SPEECH))
+    async with app_client() as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        for speaker in ("interviewer", "candidate"):
+            await post_chunk(client, token, session_id, speaker, 0, chunks[0])
+        assert services(client).live.cached_speakers == 2
+        await end_and_read(client, token, session_id)
+        assert services(client).live.cached_speakers == 0
