@@ -102,7 +102,9 @@ class SupabaseJwtVerifier:
         except jwt.ExpiredSignatureError as exc:
             raise Unauthorized("the token has expired; sign in again or refresh the session") from exc
         except jwt.MissingRequiredClaimError as exc:
-            raise Unauthorized(f"the token lacks a required claim ({exc}); Supabase user tokens carry exp, sub, aud") from exc
+            raise Unauthorized(
+                f"the token lacks a required claim ({exc}); Supabase user tokens carry exp, sub, aud"
+            ) from exc
         except jwt.InvalidAudienceError as exc:
             raise Unauthorized(f"the token is not for this service ({exc}); expected aud {self.audience!r}") from exc
         except jwt.InvalidSignatureError as exc:

@@ -279,9 +279,10 @@ class PostgrestOnPostgres(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
-        if request.headers.get("apikey") != self.service_key or request.headers.get(
-            "authorization"
-        ) != f"Bearer {self.service_key}":
+        if (
+            request.headers.get("apikey") != self.service_key
+            or request.headers.get("authorization") != f"Bearer {self.service_key}"
+        ):
             return self._error(401, "PGRST301", "JWSError JWSInvalidSignature")
         if self._pool is None:
             self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=4)

@@ -89,8 +89,11 @@ async def test_hs256_token_gives_user_and_tenant() -> None:
         pytest.param({k: v for k, v in claims().items() if k != "aud"}, "lacks a required claim", id="no-audience"),
         pytest.param({k: v for k, v in claims().items() if k != "exp"}, "lacks a required claim", id="no-expiry"),
         pytest.param(claims(app_metadata={"provider": "email"}), "app_metadata.tenant_id", id="no-tenant"),
-        pytest.param(claims(app_metadata={}, user_metadata={"tenant_id": "tenant-a"}), "app_metadata.tenant_id",
-                     id="tenant-only-in-user-metadata"),
+        pytest.param(
+            claims(app_metadata={}, user_metadata={"tenant_id": "tenant-a"}),
+            "app_metadata.tenant_id",
+            id="tenant-only-in-user-metadata",
+        ),
         pytest.param(claims(app_metadata={"tenant_id": ""}), "app_metadata.tenant_id", id="empty-tenant"),
     ],
 )

@@ -206,7 +206,9 @@ class PostgresStore:
             if tenant_id is None:
                 row = await conn.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
             else:
-                row = await conn.fetchrow("SELECT * FROM sessions WHERE id = $1 AND tenant_id = $2", session_id, tenant_id)
+                row = await conn.fetchrow(
+                    "SELECT * FROM sessions WHERE id = $1 AND tenant_id = $2", session_id, tenant_id
+                )
         return _session(row) if row else None
 
     async def list_sessions(

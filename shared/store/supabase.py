@@ -128,7 +128,9 @@ class SupabaseStore:
         except APIError as exc:
             raise _api_error(what, exc) from exc
         except httpx.HTTPError as exc:
-            raise StoreUnavailable(f"Supabase is unreachable ({what}): {type(exc).__name__}: {exc}", retry_after=2) from exc
+            raise StoreUnavailable(
+                f"Supabase is unreachable ({what}): {type(exc).__name__}: {exc}", retry_after=2
+            ) from exc
         return response.data
 
     async def _rpc(self, function: str, params: dict[str, Any]) -> Any:
@@ -151,7 +153,9 @@ class SupabaseStore:
         return _tenant(rows[0]) if rows else None
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
-        rows = await self._rows("get tenant", self.client.table("tenants").select("id,name,created_at").eq("id", tenant_id))
+        rows = await self._rows(
+            "get tenant", self.client.table("tenants").select("id,name,created_at").eq("id", tenant_id)
+        )
         return _tenant(rows[0]) if rows else None
 
     # sessions
@@ -207,7 +211,9 @@ class SupabaseStore:
             "ended_at": None if status is SessionStatus.ACTIVE else _ts(at),
             "last_activity_at": _ts(at),
         }
-        query = self.client.table("sessions").update(changes, returning=ReturnMethod.representation).eq("id", session_id)
+        query = (
+            self.client.table("sessions").update(changes, returning=ReturnMethod.representation).eq("id", session_id)
+        )
         if only_if_active:
             query = query.eq("status", SessionStatus.ACTIVE.value)
         rows = await self._rows("update session", query)

@@ -25,22 +25,40 @@ async def _two_instances(dsn: str) -> tuple[PostgresStore, PostgresStore]:
 async def _session(store: PostgresStore) -> Session:
     tenant = Tenant(id=str(uuid.uuid4()), name="acme", created_at=T0)
     await store.create_tenant(tenant, api_key_hash=uuid.uuid4().hex)
-    session = Session(id=str(uuid.uuid4()), tenant_id=tenant.id, status=SessionStatus.ACTIVE, created_at=T0,
-                      last_activity_at=T0)
+    session = Session(
+        id=str(uuid.uuid4()), tenant_id=tenant.id, status=SessionStatus.ACTIVE, created_at=T0, last_activity_at=T0
+    )
     await store.create_session(session)
     return session
 
 
 def _chunk(session: Session, seq: int, data: bytes) -> NewChunk:
-    return NewChunk(session_id=session.id, speaker="candidate", sequence_number=seq, data=data,
-                    digest=hashlib.sha256(data).hexdigest(), mime_type="audio/wav", starts_stream=False,
-                    received_at=T0)
+    return NewChunk(
+        session_id=session.id,
+        speaker="candidate",
+        sequence_number=seq,
+        data=data,
+        digest=hashlib.sha256(data).hexdigest(),
+        mime_type="audio/wav",
+        starts_stream=False,
+        received_at=T0,
+    )
 
 
 def _entry(session: Session, seq: int, text: str) -> NewEntry:
-    return NewEntry(session_id=session.id, tenant_id=session.tenant_id, speaker="candidate", first_sequence=seq,
-                    last_sequence=seq, text=text, start_ms=seq * 2000, end_ms=seq * 2000 + 1900, language="en",
-                    confidence=0.5, engine="simulate")
+    return NewEntry(
+        session_id=session.id,
+        tenant_id=session.tenant_id,
+        speaker="candidate",
+        first_sequence=seq,
+        last_sequence=seq,
+        text=text,
+        start_ms=seq * 2000,
+        end_ms=seq * 2000 + 1900,
+        language="en",
+        confidence=0.5,
+        engine="simulate",
+    )
 
 
 async def test_racing_instances_store_each_utterance_once(pg_dsn: str) -> None:
@@ -76,8 +94,11 @@ async def test_racing_instances_store_each_utterance_once(pg_dsn: str) -> None:
                 wins.append((version, seq, written.created))
 
         await asyncio.gather(
-            *(worker(store, f"{name}-{i}") for store, name in ((first, "a"), (second, "b"))
-              for i in range(WORKERS_PER_INSTANCE))
+            *(
+                worker(store, f"{name}-{i}")
+                for store, name in ((first, "a"), (second, "b"))
+                for i in range(WORKERS_PER_INSTANCE)
+            )
         )
         assert sorted(version for version, _, _ in wins) == list(range(N_CHUNKS))
         assert sorted(seq for _, seq, _ in wins) == list(range(N_CHUNKS))

@@ -34,8 +34,9 @@ async def test_sql_errors_are_wrapped(pg_dsn: str) -> None:
     try:
         at = datetime(2026, 1, 1, tzinfo=UTC)
         with pytest.raises(StoreUnavailable, match="ForeignKeyViolation") as caught:
-            await store.create_session(Session(id="s", tenant_id="nobody", status=SessionStatus.ACTIVE,
-                                               created_at=at, last_activity_at=at))
+            await store.create_session(
+                Session(id="s", tenant_id="nobody", status=SessionStatus.ACTIVE, created_at=at, last_activity_at=at)
+            )
         assert caught.value.__cause__ is not None
     finally:
         await store.close()

@@ -47,22 +47,51 @@ async def _workload(store: PostgresStore, sessions: int = 12) -> None:
     await store.create_tenant(tenant, api_key_hash=uuid.uuid4().hex)
 
     async def one(index: int) -> None:
-        session = Session(id=str(uuid.uuid4()), tenant_id=tenant.id, status=SessionStatus.ACTIVE, created_at=T0,
-                          last_activity_at=T0, metadata={"i": index})
+        session = Session(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant.id,
+            status=SessionStatus.ACTIVE,
+            created_at=T0,
+            last_activity_at=T0,
+            metadata={"i": index},
+        )
         await store.create_session(session)
         for seq in range(3):
             data = b"RIFF%d-%d" % (index, seq)
-            outcome = await store.insert_chunk(NewChunk(
-                session_id=session.id, speaker="s", sequence_number=seq, data=data,
-                digest=hashlib.sha256(data).hexdigest(), mime_type=None, starts_stream=True,
-                received_at=T0 + timedelta(seconds=seq)))
+            outcome = await store.insert_chunk(
+                NewChunk(
+                    session_id=session.id,
+                    speaker="s",
+                    sequence_number=seq,
+                    data=data,
+                    digest=hashlib.sha256(data).hexdigest(),
+                    mime_type=None,
+                    starts_stream=True,
+                    received_at=T0 + timedelta(seconds=seq),
+                )
+            )
             assert outcome is InsertOutcome.INSERTED
         stream = await store.claim_stream(session.id, "s", f"w{index}", 30, T0)
         assert stream is not None
         stream.next_sequence = 3
-        written = await store.save_stream(stream, f"w{index}", done_sequences=[0, 1, 2], entry=NewEntry(
-            session_id=session.id, tenant_id=tenant.id, speaker="s", first_sequence=0, last_sequence=2,
-            text=f"hello {index}", start_ms=0, end_ms=6000, language="en", confidence=None, engine="simulate"))
+        written = await store.save_stream(
+            stream,
+            f"w{index}",
+            done_sequences=[0, 1, 2],
+            entry=NewEntry(
+                session_id=session.id,
+                tenant_id=tenant.id,
+                speaker="s",
+                first_sequence=0,
+                last_sequence=2,
+                text=f"hello {index}",
+                start_ms=0,
+                end_ms=6000,
+                language="en",
+                confidence=None,
+                engine="simulate",
+            ),
+        )
         assert written is not None and written.created
         assert [e.text for e in await store.list_entries(session.id)] == [f"hello {index}"]
         assert await store.list_chunks(session.id, "s", pending_only=True) == []

@@ -52,18 +52,43 @@ class Fixture:
 
 async def _fill(store: PostgresStore, tenant_id: str) -> str:
     await store.create_tenant(Tenant(id=tenant_id, name=f"tenant {tenant_id}", created_at=T0), f"hash-{tenant_id}")
-    session = Session(id=f"session-{tenant_id}", tenant_id=tenant_id, status=SessionStatus.ACTIVE, created_at=T0,
-                      last_activity_at=T0)
+    session = Session(
+        id=f"session-{tenant_id}", tenant_id=tenant_id, status=SessionStatus.ACTIVE, created_at=T0, last_activity_at=T0
+    )
     await store.create_session(session)
     data = f"RIFF {tenant_id}".encode()
-    await store.insert_chunk(NewChunk(session_id=session.id, speaker="candidate", sequence_number=0, data=data,
-                                      digest=hashlib.sha256(data).hexdigest(), mime_type="audio/wav",
-                                      starts_stream=True, received_at=T0))
+    await store.insert_chunk(
+        NewChunk(
+            session_id=session.id,
+            speaker="candidate",
+            sequence_number=0,
+            data=data,
+            digest=hashlib.sha256(data).hexdigest(),
+            mime_type="audio/wav",
+            starts_stream=True,
+            received_at=T0,
+        )
+    )
     stream = await store.claim_stream(session.id, "candidate", "worker", 30, T0)
     assert stream is not None
-    await store.save_stream(stream, "worker", done_sequences=[0], entry=NewEntry(
-        session_id=session.id, tenant_id=tenant_id, speaker="candidate", first_sequence=0, last_sequence=0,
-        text=f"secret of {tenant_id}", start_ms=0, end_ms=1000, language="en", confidence=0.9, engine="simulate"))
+    await store.save_stream(
+        stream,
+        "worker",
+        done_sequences=[0],
+        entry=NewEntry(
+            session_id=session.id,
+            tenant_id=tenant_id,
+            speaker="candidate",
+            first_sequence=0,
+            last_sequence=0,
+            text=f"secret of {tenant_id}",
+            start_ms=0,
+            end_ms=1000,
+            language="en",
+            confidence=0.9,
+            engine="simulate",
+        ),
+    )
     return session.id
 
 
@@ -109,8 +134,9 @@ async def test_rls_is_enabled_on_every_table(supabase_like: Fixture) -> None:
     """With Supabase's auth present the guarded file runs: every table has row-level security on."""
     conn = await asyncpg.connect(supabase_like.dsn)
     try:
-        rows = await conn.fetch("SELECT relname, relrowsecurity FROM pg_class WHERE relname = ANY($1::text[])",
-                                list(TABLES))
+        rows = await conn.fetch(
+            "SELECT relname, relrowsecurity FROM pg_class WHERE relname = ANY($1::text[])", list(TABLES)
+        )
         applied = [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")]
     finally:
         await conn.close()
@@ -148,7 +174,9 @@ async def test_user_reads_only_their_tenant_in_every_table(supabase_like: Fixtur
         pytest.param({"role": "authenticated", "app_metadata": {"tenant_id": "C"}}, id="other-tenant"),
     ],
 )
-async def test_claims_without_app_metadata_tenant_read_nothing(supabase_like: Fixture, claims: dict[str, object]) -> None:
+async def test_claims_without_app_metadata_tenant_read_nothing(
+    supabase_like: Fixture, claims: dict[str, object]
+) -> None:
     """A user whose tenant is not in app_metadata (or names a tenant with no rows) reads no row of any table."""
     conn = await asyncpg.connect(supabase_like.dsn)
     try:
@@ -163,10 +191,16 @@ async def test_claims_without_app_metadata_tenant_read_nothing(supabase_like: Fi
 WRITES = [
     ("insert tenant", "INSERT INTO tenants (id, name, api_key_hash) VALUES ('A2', 'x', 'h-a2')"),
     ("insert session", "INSERT INTO sessions (id, tenant_id) VALUES ('s-new', 'A')"),
-    ("insert chunk", "INSERT INTO audio_chunks (session_id, speaker, sequence_number, bytes, digest)"
-                     " VALUES ('session-A', 'candidate', 9, '\\x00', 'd')"),
-    ("insert entry", "INSERT INTO transcript_entries (tenant_id, session_id, speaker, first_sequence,"
-                     " last_sequence, text, engine) VALUES ('A', 'session-A', 'x', 9, 9, 't', 'e')"),
+    (
+        "insert chunk",
+        "INSERT INTO audio_chunks (session_id, speaker, sequence_number, bytes, digest)"
+        " VALUES ('session-A', 'candidate', 9, '\\x00', 'd')",
+    ),
+    (
+        "insert entry",
+        "INSERT INTO transcript_entries (tenant_id, session_id, speaker, first_sequence,"
+        " last_sequence, text, engine) VALUES ('A', 'session-A', 'x', 9, 9, 't', 'e')",
+    ),
     ("insert stream", "INSERT INTO speaker_streams (session_id, speaker) VALUES ('session-A', 'new')"),
     ("update own session", "UPDATE sessions SET status = 'ended' WHERE id = 'session-A'"),
     ("update other session", "UPDATE sessions SET status = 'ended' WHERE id = 'session-B'"),
@@ -238,7 +272,9 @@ async def test_rls_file_is_skipped_on_plain_postgres(pg_dsn: str) -> None:
     try:
         rows = await conn.fetch(
             "SELECT c.relname, c.relrowsecurity FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-            " WHERE n.nspname = current_schema() AND c.relname = ANY($1::text[])", list(TABLES))
+            " WHERE n.nspname = current_schema() AND c.relname = ANY($1::text[])",
+            list(TABLES),
+        )
         applied = [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")]
     finally:
         await conn.close()

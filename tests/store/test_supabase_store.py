@@ -43,9 +43,19 @@ SESSION_ROW = {
 
 def entry_row(first: int) -> dict[str, object]:
     return {
-        "id": f"e{first}", "tenant_id": "t1", "session_id": "s1", "speaker": "candidate", "first_sequence": first,
-        "last_sequence": first, "text": f"word {first}", "start_ms": first * 10, "end_ms": first * 10 + 5,
-        "language": "en", "confidence": 0.875, "engine": "openai", "created_at": "2026-11-26T12:00:01.5+00:00",
+        "id": f"e{first}",
+        "tenant_id": "t1",
+        "session_id": "s1",
+        "speaker": "candidate",
+        "first_sequence": first,
+        "last_sequence": first,
+        "text": f"word {first}",
+        "start_ms": first * 10,
+        "end_ms": first * 10 + 5,
+        "language": "en",
+        "confidence": 0.875,
+        "engine": "openai",
+        "created_at": "2026-11-26T12:00:01.5+00:00",
     }
 
 
@@ -62,11 +72,21 @@ async def rest() -> AsyncIterator[tuple[respx.MockRouter, SupabaseStore]]:
 
 
 def chunk() -> NewChunk:
-    return NewChunk(session_id="s1", speaker="candidate", sequence_number=3, data=b"\x1aE\xdf\xa3", digest="d",
-                    mime_type="audio/webm", starts_stream=True, received_at=T0)
+    return NewChunk(
+        session_id="s1",
+        speaker="candidate",
+        sequence_number=3,
+        data=b"\x1aE\xdf\xa3",
+        digest="d",
+        mime_type="audio/webm",
+        starts_stream=True,
+        received_at=T0,
+    )
 
 
-async def test_insert_chunk_calls_the_sql_function_with_service_key(rest: tuple[respx.MockRouter, SupabaseStore]) -> None:
+async def test_insert_chunk_calls_the_sql_function_with_service_key(
+    rest: tuple[respx.MockRouter, SupabaseStore],
+) -> None:
     """A chunk goes to POST /rpc/insert_audio_chunk with the service key, bytes as bytea hex, and the function's answer is the outcome."""
     router, store = rest
     route = router.post("/rpc/insert_audio_chunk").respond(200, json="duplicate")
@@ -74,8 +94,14 @@ async def test_insert_chunk_calls_the_sql_function_with_service_key(rest: tuple[
     request = route.calls.last.request
     assert request.headers["apikey"] == KEY and request.headers["authorization"] == f"Bearer {KEY}"
     assert json.loads(request.content) == {
-        "p_session_id": "s1", "p_speaker": "candidate", "p_sequence_number": 3, "p_mime_type": "audio/webm",
-        "p_bytes": "\\x1a45dfa3", "p_digest": "d", "p_starts_stream": True, "p_received_at": "2026-11-26T12:00:00+00:00",
+        "p_session_id": "s1",
+        "p_speaker": "candidate",
+        "p_sequence_number": 3,
+        "p_mime_type": "audio/webm",
+        "p_bytes": "\\x1a45dfa3",
+        "p_digest": "d",
+        "p_starts_stream": True,
+        "p_received_at": "2026-11-26T12:00:00+00:00",
     }
 
 
@@ -83,8 +109,15 @@ async def test_create_session_posts_row_and_accepts_201(rest: tuple[respx.MockRo
     """Creating a session POSTs the row with `Prefer: return=minimal`; PostgREST's empty 201 is success."""
     router, store = rest
     route = router.post("/sessions").respond(201)
-    session = Session(id="s1", tenant_id="t1", status=SessionStatus.ACTIVE, created_at=T0, last_activity_at=T0,
-                      speakers=("candidate",), metadata={"room": "blue"})
+    session = Session(
+        id="s1",
+        tenant_id="t1",
+        status=SessionStatus.ACTIVE,
+        created_at=T0,
+        last_activity_at=T0,
+        speakers=("candidate",),
+        metadata={"room": "blue"},
+    )
     await store.create_session(session)
     request = route.calls.last.request
     assert "return=minimal" in request.headers["prefer"]
@@ -124,9 +157,21 @@ async def test_list_sessions_sends_cursor_as_or_filter(rest: tuple[respx.MockRou
 async def test_chunk_bytes_decoded_from_bytea_hex(rest: tuple[respx.MockRouter, SupabaseStore]) -> None:
     """A chunk's bytes come back from PostgREST's `\\x` hex rendering of bytea."""
     router, store = rest
-    router.get("/audio_chunks").respond(200, json=[{
-        "session_id": "s1", "speaker": "candidate", "sequence_number": 3, "mime_type": None, "starts_stream": False,
-        "received_at": "2026-11-26T12:00:00+00:00", "state": "pending", "bytes": "\\x00ff10"}])
+    router.get("/audio_chunks").respond(
+        200,
+        json=[
+            {
+                "session_id": "s1",
+                "speaker": "candidate",
+                "sequence_number": 3,
+                "mime_type": None,
+                "starts_stream": False,
+                "received_at": "2026-11-26T12:00:00+00:00",
+                "state": "pending",
+                "bytes": "\\x00ff10",
+            }
+        ],
+    )
     stored = await store.get_chunk("s1", "candidate", 3)
     assert stored is not None and stored.data == b"\x00\xff\x10"
 
@@ -149,8 +194,19 @@ async def test_save_stream_fenced_out_raises_lease_lost(rest: tuple[respx.MockRo
     router, store = rest
     route = router.post("/rpc/save_speaker_stream").respond(200, json={"saved": False})
     stream = SpeakerStream(session_id="s1", speaker="candidate", next_sequence=4, version=7)
-    entry = NewEntry(session_id="s1", tenant_id="t1", speaker="candidate", first_sequence=2, last_sequence=3,
-                     text="hi", start_ms=0, end_ms=10, language="en", confidence=None, engine="simulate")
+    entry = NewEntry(
+        session_id="s1",
+        tenant_id="t1",
+        speaker="candidate",
+        first_sequence=2,
+        last_sequence=3,
+        text="hi",
+        start_ms=0,
+        end_ms=10,
+        language="en",
+        confidence=None,
+        engine="simulate",
+    )
     with pytest.raises(StreamLeaseLost):
         await store.save_stream(stream, "w1", done_sequences=[2, 3], entry=entry)
     assert stream.version == 7
@@ -162,7 +218,8 @@ async def test_save_stream_returns_the_written_entry(rest: tuple[respx.MockRoute
     """A saved stream bumps the version and returns the entry the function stored (or found)."""
     router, store = rest
     router.post("/rpc/save_speaker_stream").respond(
-        200, json={"saved": True, "written": {"created": False, "entry": entry_row(2)}})
+        200, json={"saved": True, "written": {"created": False, "entry": entry_row(2)}}
+    )
     stream = SpeakerStream(session_id="s1", speaker="candidate", version=1)
     written = await store.save_stream(stream, "w1")
     assert written is not None and not written.created and written.entry.text == "word 2"
@@ -174,27 +231,62 @@ async def test_release_accepts_204_from_a_void_function(rest: tuple[respx.MockRo
     router, store = rest
     route = router.post("/rpc/release_speaker_stream").respond(204)
     await store.release_stream("s1", "candidate", "w1")
-    assert json.loads(route.calls.last.request.content) == {"p_session_id": "s1", "p_speaker": "candidate", "p_owner": "w1"}
+    assert json.loads(route.calls.last.request.content) == {
+        "p_session_id": "s1",
+        "p_speaker": "candidate",
+        "p_owner": "w1",
+    }
 
 
 @pytest.mark.parametrize(
     ("status", "body", "detail"),
     [
-        pytest.param(409, {"code": "23505", "details": "Key (id)=(t1) already exists.", "hint": None,
-                           "message": 'duplicate key value violates unique constraint "tenants_pkey"'},
-                     "conflicting with stored data", id="409-unique-violation"),
-        pytest.param(401, {"code": "PGRST301", "details": None, "hint": None, "message": "JWSError JWSInvalidSignature"},
-                     "SUPABASE_SERVICE_ROLE_KEY", id="401-bad-key"),
-        pytest.param(401, {"code": "PGRST303", "details": None, "hint": None, "message": "JWT expired"},
-                     "SUPABASE_SERVICE_ROLE_KEY", id="401-expired-key"),
-        pytest.param(403, {"code": "42501", "details": None, "hint": None,
-                           "message": "permission denied for table tenants"}, "SUPABASE_SERVICE_ROLE_KEY",
-                     id="403-anon-key"),
-        pytest.param(404, {"code": "PGRST205", "details": None, "hint": None,
-                           "message": "Could not find the table 'public.tenants' in the schema cache"},
-                     "apply supabase/migrations", id="404-no-schema"),
-        pytest.param(500, {"code": "XX000", "details": None, "hint": None, "message": "internal error"},
-                     "Supabase failed", id="500"),
+        pytest.param(
+            409,
+            {
+                "code": "23505",
+                "details": "Key (id)=(t1) already exists.",
+                "hint": None,
+                "message": 'duplicate key value violates unique constraint "tenants_pkey"',
+            },
+            "conflicting with stored data",
+            id="409-unique-violation",
+        ),
+        pytest.param(
+            401,
+            {"code": "PGRST301", "details": None, "hint": None, "message": "JWSError JWSInvalidSignature"},
+            "SUPABASE_SERVICE_ROLE_KEY",
+            id="401-bad-key",
+        ),
+        pytest.param(
+            401,
+            {"code": "PGRST303", "details": None, "hint": None, "message": "JWT expired"},
+            "SUPABASE_SERVICE_ROLE_KEY",
+            id="401-expired-key",
+        ),
+        pytest.param(
+            403,
+            {"code": "42501", "details": None, "hint": None, "message": "permission denied for table tenants"},
+            "SUPABASE_SERVICE_ROLE_KEY",
+            id="403-anon-key",
+        ),
+        pytest.param(
+            404,
+            {
+                "code": "PGRST205",
+                "details": None,
+                "hint": None,
+                "message": "Could not find the table 'public.tenants' in the schema cache",
+            },
+            "apply supabase/migrations",
+            id="404-no-schema",
+        ),
+        pytest.param(
+            500,
+            {"code": "XX000", "details": None, "hint": None, "message": "internal error"},
+            "Supabase failed",
+            id="500",
+        ),
         pytest.param(503, None, "Supabase failed", id="503-not-json"),
         pytest.param(520, None, "Supabase failed", id="520-cloudflare"),
     ],
@@ -217,9 +309,15 @@ async def test_postgrest_errors_become_store_unavailable(
 async def test_missing_function_says_to_migrate(rest: tuple[respx.MockRouter, SupabaseStore]) -> None:
     """An rpc to a function the project lacks (PGRST202) says to apply the migrations."""
     router, store = rest
-    router.post("/rpc/claim_speaker_stream").respond(404, json={
-        "code": "PGRST202", "details": "Searched for the function public.claim_speaker_stream ...", "hint": None,
-        "message": "Could not find the function public.claim_speaker_stream(p_lease_seconds, ...) in the schema cache"})
+    router.post("/rpc/claim_speaker_stream").respond(
+        404,
+        json={
+            "code": "PGRST202",
+            "details": "Searched for the function public.claim_speaker_stream ...",
+            "hint": None,
+            "message": "Could not find the function public.claim_speaker_stream(p_lease_seconds, ...) in the schema cache",
+        },
+    )
     with pytest.raises(StoreUnavailable, match="apply supabase/migrations"):
         await store.claim_stream("s1", "candidate", "w1", 30, T0)
 
