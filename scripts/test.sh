@@ -29,7 +29,7 @@ npm ci --no-audit --no-fund --loglevel=error
 
 step "ruff and mypy"
 .venv/bin/ruff check .
-.venv/bin/ruff format --check . >/dev/null
+.venv/bin/ruff format --check .
 .venv/bin/mypy
 
 step "pytest"
