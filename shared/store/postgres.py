@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreConflict, StoreUnavailable
 from shared.models import (
     ChunkState,
     EntryWrite,
@@ -139,6 +139,8 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn:
                 yield conn
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise StoreConflict(f"Postgres refused a conflicting write ({type(exc).__name__}): {exc}") from exc
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StoreUnavailable(f"Postgres failed: {type(exc).__name__}: {exc}") from exc
 

@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreConflict, StoreUnavailable
 from shared.models import (
     ChunkState,
     EntryWrite,
@@ -110,6 +110,9 @@ class SQLiteStore:
             raise StoreUnavailable(f"the SQLite database is busy or unwritable: {exc}") from exc
         try:
             yield conn
+        except sqlite3.IntegrityError as exc:
+            conn.execute("ROLLBACK")
+            raise StoreConflict(f"SQLite refused a write that conflicts with stored data: {exc}") from exc
         except BaseException:
             conn.execute("ROLLBACK")
             raise

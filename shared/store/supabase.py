@@ -20,7 +20,7 @@ import httpx
 from postgrest.exceptions import APIError
 from postgrest.types import ReturnMethod
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreConflict, StoreUnavailable
 from shared.models import (
     ChunkState,
     EntryWrite,
@@ -369,7 +369,7 @@ class SupabaseStore:
                 return entries
 
 
-def _api_error(what: str, exc: APIError) -> StoreUnavailable:
+def _api_error(what: str, exc: APIError) -> StoreUnavailable | StoreConflict:
     """PostgREST's error body ({code, message, details, hint}) as our error, with what to do about it."""
     code = str(exc.code or "")
     message = exc.message or ""
@@ -384,7 +384,7 @@ def _api_error(what: str, exc: APIError) -> StoreUnavailable:
             " (supabase db push, or interview-bridge db migrate with DATABASE_URL)"
         )
     if code in {"23505", "23503", "23514", "409"}:
-        return StoreUnavailable(f"Supabase rejected {what} as conflicting with stored data ({code}: {message})")
+        return StoreConflict(f"Supabase rejected {what} as conflicting with stored data ({code}: {message})")
     return StoreUnavailable(f"Supabase failed {what} ({code}: {message})", retry_after=2)
 
 

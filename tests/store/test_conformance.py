@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.errors import StoreConflict
 from shared.models import (
     InsertOutcome,
     NewChunk,
@@ -257,3 +259,15 @@ async def test_pending_audio_is_found_for_recovery(store: Store) -> None:
 async def test_migrate_twice_applies_nothing_new(store: Store) -> None:
     """Running migrations on a migrated store applies nothing."""
     assert await store.migrate() == []
+
+
+async def test_duplicate_ids_are_a_conflict_and_change_nothing(store: Store) -> None:
+    """Creating a tenant or session with an id already taken raises StoreConflict and keeps the first one."""
+    tenant = await make_tenant(store)
+    with pytest.raises(StoreConflict):
+        await store.create_tenant(Tenant(id=tenant.id, name="again", created_at=T0), api_key_hash="f" * 64)
+    assert await store.get_tenant(tenant.id) == tenant
+    session = await make_session(store, tenant)
+    with pytest.raises(StoreConflict):
+        await store.create_session(replace(session, candidate_id="other"))
+    assert await store.get_session(session.id, tenant.id) == session

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreConflict, StoreUnavailable
 from shared.models import Session, SessionStatus
 from shared.store.postgres import PostgresStore
 from tests import pg
@@ -28,12 +28,12 @@ async def test_calls_before_start_are_store_unavailable() -> None:
 
 
 async def test_sql_errors_are_wrapped(pg_dsn: str) -> None:
-    """A statement the database rejects (here a session for an unknown tenant) surfaces as StoreUnavailable with its cause."""
+    """A write the database rejects as conflicting (a session for an unknown tenant) surfaces as StoreConflict with its cause."""
     store = PostgresStore(pg_dsn)
     await store.start()
     try:
         at = datetime(2026, 1, 1, tzinfo=UTC)
-        with pytest.raises(StoreUnavailable, match="ForeignKeyViolation") as caught:
+        with pytest.raises(StoreConflict, match="ForeignKeyViolation") as caught:
             await store.create_session(
                 Session(id="s", tenant_id="nobody", status=SessionStatus.ACTIVE, created_at=at, last_activity_at=at)
             )

@@ -15,7 +15,7 @@ import httpx
 import pytest
 import respx
 
-from shared.errors import StoreUnavailable
+from shared.errors import StoreConflict, StoreUnavailable
 from shared.models import InsertOutcome, NewChunk, NewEntry, Session, SessionStatus, SpeakerStream, Tenant
 from shared.store.base import StreamLeaseLost
 from shared.store.supabase import PAGE, SupabaseStore
@@ -242,17 +242,6 @@ async def test_release_accepts_204_from_a_void_function(rest: tuple[respx.MockRo
     ("status", "body", "detail"),
     [
         pytest.param(
-            409,
-            {
-                "code": "23505",
-                "details": "Key (id)=(t1) already exists.",
-                "hint": None,
-                "message": 'duplicate key value violates unique constraint "tenants_pkey"',
-            },
-            "conflicting with stored data",
-            id="409-unique-violation",
-        ),
-        pytest.param(
             401,
             {"code": "PGRST301", "details": None, "hint": None, "message": "JWSError JWSInvalidSignature"},
             "SUPABASE_SERVICE_ROLE_KEY",
@@ -304,6 +293,20 @@ async def test_postgrest_errors_become_store_unavailable(
     with pytest.raises(StoreUnavailable, match=detail):
         await store.get_tenant("t1")
     assert insert.call_count == 1 and read.call_count == 1
+
+
+async def test_unique_violation_is_a_conflict(rest: tuple[respx.MockRouter, SupabaseStore]) -> None:
+    """PostgREST's 409 with code 23505 (a duplicate key) surfaces as StoreConflict, not as an outage."""
+    router, store = rest
+    body = {
+        "code": "23505",
+        "details": "Key (id)=(t1) already exists.",
+        "hint": None,
+        "message": 'duplicate key value violates unique constraint "tenants_pkey"',
+    }
+    router.post("/tenants").mock(return_value=httpx.Response(409, json=body))
+    with pytest.raises(StoreConflict, match="conflicting with stored data"):
+        await store.create_tenant(Tenant(id="t1", name="acme", created_at=T0), "hash")
 
 
 async def test_missing_function_says_to_migrate(rest: tuple[respx.MockRouter, SupabaseStore]) -> None:
