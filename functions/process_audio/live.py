@@ -28,7 +28,7 @@ from shared.audio.decode import decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
 from shared.audio.vad import SpeechDetector, is_quiet, shared_detector
 from shared.broadcast.base import Broadcaster
-from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict
+from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict, StoreConflict
 from shared.models import (
     EntryWrite,
     InsertOutcome,
@@ -93,6 +93,12 @@ class _SpeakerState:
     timer: asyncio.TimerHandle | None = None
     retries: int = 0  # engine failures in a row, for the retry backoff
     last_used: float = 0.0
+
+
+def _log_failure(task: asyncio.Task[tuple[list[TranscriptEntry], bool]]) -> None:
+    """A pump nobody awaits (timers, retries) still reports what went wrong; the audio stays pending."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("processing pending audio failed; it stays pending", exc_info=task.exception())
 
 
 def _digest(data: bytes) -> str:
@@ -260,13 +266,18 @@ class LivePath:
         task = asyncio.create_task(self.pump(session, speaker, final=final))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     async def pump(self, session: Session, speaker: str, *, final: bool = False) -> tuple[list[TranscriptEntry], bool]:
         """Absorb every chunk that can be absorbed now; returns the entries made and whether the engine failed."""
         state = self._state(session.id, speaker)
         async with state.lock:
-            stream = await self._claim(session.id, speaker)
+            try:
+                stream = await self._claim(session.id, speaker)
+            except StoreConflict:  # the session was deleted meanwhile: nothing left to do
+                self.forget_session(session.id)
+                return [], False
             if stream is None:
                 return [], False
             try:
@@ -328,6 +339,10 @@ class LivePath:
             return entries, True
         except StreamLeaseLost:
             log.info("stream %s/%s moved to another worker", session.id, speaker)
+            state.buffer = None
+            return entries, False
+        except StoreConflict as exc:  # the session was deleted under us
+            log.info("stream %s/%s no longer stored: %s", session.id, speaker, exc.detail)
             state.buffer = None
             return entries, False
         state.retries = 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from freezegun import freeze_time
 
 from shared.broadcast.local import LocalHub
@@ -242,3 +244,22 @@ async def test_cors_allows_only_listed_origins(app_client: Callable[..., Any]) -
             "/functions/v1/process-audio", headers={**headers, "Origin": "https://evil.example"}
         )
         assert denied.headers.get("access-control-allow-origin") != "https://evil.example"
+
+
+async def test_deleting_a_session_while_audio_is_pending_is_clean(
+    app_client: Callable[..., Any], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A session deleted while its speaker still has audio held behind a gap leaves nothing behind and no error."""
+    from tests.helpers import FIXTURES, load_pcm, post_chunk, wav_chunks
+
+    chunks = wav_chunks(load_pcm(FIXTURES / "live" / "two_sentences.flac"))
+    async with app_client(gap_timeout_s=0.2) as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        await post_chunk(client, token, session_id, "candidate", 1, chunks[1])  # waits for chunk 0
+        assert (await client.delete(f"/sessions/{session_id}", headers=bearer(key))).status_code == 204
+        await asyncio.sleep(0.5)  # the gap timer fires on a session that is gone
+        counts = row_counts(client)
+        assert counts["sessions"] == counts["audio_chunks"] == counts["transcript_entries"] == 0
+        assert counts["speaker_streams"] == 0
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
