@@ -25,7 +25,6 @@ import asyncpg
 
 from shared.errors import StoreConflict, StoreUnavailable
 from shared.models import (
-    ChunkState,
     EntryWrite,
     InsertOutcome,
     NewChunk,
@@ -38,6 +37,13 @@ from shared.models import (
     TranscriptEntry,
 )
 from shared.store.base import StreamLeaseLost
+from shared.store.rows import (
+    chunk_from_row,
+    entry_from_row,
+    session_from_row,
+    stream_from_row,
+    tenant_from_row,
+)
 
 POOLER_PORT = 6543
 # pg_advisory_xact_lock key serialising migrations between processes that start together ("ib-migr")
@@ -175,12 +181,12 @@ class PostgresStore:
     async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None:
         async with self._conn() as conn:
             row = await conn.fetchrow("SELECT id, name, created_at FROM tenants WHERE api_key_hash = $1", api_key_hash)
-        return _tenant(row) if row else None
+        return tenant_from_row(row) if row else None
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         async with self._conn() as conn:
             row = await conn.fetchrow("SELECT id, name, created_at FROM tenants WHERE id = $1", tenant_id)
-        return _tenant(row) if row else None
+        return tenant_from_row(row) if row else None
 
     # sessions
     async def create_session(self, session: Session) -> None:
@@ -211,7 +217,7 @@ class PostgresStore:
                 row = await conn.fetchrow(
                     "SELECT * FROM sessions WHERE id = $1 AND tenant_id = $2", session_id, tenant_id
                 )
-        return _session(row) if row else None
+        return session_from_row(row) if row else None
 
     async def list_sessions(
         self,
@@ -237,7 +243,7 @@ class PostgresStore:
         sql += f" ORDER BY created_at DESC, id DESC LIMIT ${len(args)}"
         async with self._conn() as conn:
             rows = await conn.fetch(sql, *args)
-        return [_session(row) for row in rows]
+        return [session_from_row(row) for row in rows]
 
     async def set_session_status(
         self, session_id: str, status: SessionStatus, at: datetime, *, only_if_active: bool = True
@@ -255,7 +261,7 @@ class PostgresStore:
             )
             if row is None:
                 row = await conn.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
-        return _session(row) if row else None
+        return session_from_row(row) if row else None
 
     async def delete_session(self, tenant_id: str, session_id: str) -> bool:
         async with self._conn() as conn:
@@ -301,7 +307,7 @@ class PostgresStore:
         sql += " ORDER BY sequence_number"
         async with self._conn() as conn:
             rows = await conn.fetch(sql, session_id, speaker, from_sequence)
-        return [_chunk(row, with_data) for row in rows]
+        return [chunk_from_row(row, bytes(row["bytes"]) if with_data else None) for row in rows]
 
     async def get_chunk(self, session_id: str, speaker: str, sequence_number: int) -> StoredChunk | None:
         async with self._conn() as conn:
@@ -311,7 +317,7 @@ class PostgresStore:
                 speaker,
                 sequence_number,
             )
-        return _chunk(row, True) if row else None
+        return chunk_from_row(row, bytes(row["bytes"])) if row else None
 
     async def next_sequences(self, session_id: str) -> dict[str, int]:
         async with self._conn() as conn:
@@ -380,7 +386,7 @@ class PostgresStore:
                 " ORDER BY start_ms NULLS LAST, speaker, first_sequence",
                 session_id,
             )
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
 
 # rows and JSON shared with the Supabase store (PostgREST answers with the same column names)
@@ -403,87 +409,8 @@ def entry_json(entry: NewEntry) -> dict[str, Any]:
     }
 
 
-def parse_timestamp(value: str | datetime) -> datetime:
-    """A timestamptz as JSON gives it (`2026-11-26T12:00:00.5+00:00`, or PostgREST's `...Z`)."""
-    if isinstance(value, datetime):
-        return value
-    return datetime.fromisoformat(value)
-
-
-def entry_from_mapping(row: Any) -> TranscriptEntry:
-    confidence = row["confidence"]
-    return TranscriptEntry(
-        id=row["id"],
-        session_id=row["session_id"],
-        tenant_id=row["tenant_id"],
-        speaker=row["speaker"],
-        first_sequence=row["first_sequence"],
-        last_sequence=row["last_sequence"],
-        text=row["text"],
-        start_ms=row["start_ms"],
-        end_ms=row["end_ms"],
-        language=row["language"],
-        confidence=None if confidence is None else float(confidence),
-        engine=row["engine"],
-        created_at=parse_timestamp(row["created_at"]),
-    )
-
-
 def entry_write_from_json(value: dict[str, Any]) -> EntryWrite:
-    return EntryWrite(entry_from_mapping(value["entry"]), created=bool(value["created"]))
-
-
-def stream_from_row(row: Any) -> SpeakerStream:
-    gap_since = row["gap_since"]
-    return SpeakerStream(
-        session_id=row["session_id"],
-        speaker=row["speaker"],
-        next_sequence=row["next_sequence"],
-        buffer_sequence=row["buffer_sequence"],
-        buffer_offset=row["buffer_offset"],
-        buffer_start_ms=row["buffer_start_ms"],
-        header_sequence=row["header_sequence"],
-        gap_since=None if gap_since is None else parse_timestamp(gap_since),
-        version=row["version"],
-    )
-
-
-def _tenant(row: asyncpg.Record) -> Tenant:
-    return Tenant(id=row["id"], name=row["name"], created_at=row["created_at"])
-
-
-def _session(row: asyncpg.Record) -> Session:
-    return Session(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        status=SessionStatus(row["status"]),
-        created_at=row["created_at"],
-        last_activity_at=row["last_activity_at"],
-        candidate_id=row["candidate_id"],
-        position_id=row["position_id"],
-        speakers=tuple(row["speakers"]),
-        language=row["language"],
-        metadata=row["metadata"],
-        ended_at=row["ended_at"],
-        machine_id=row["machine_id"],
-    )
-
-
-def _chunk(row: asyncpg.Record, with_data: bool) -> StoredChunk:
-    return StoredChunk(
-        session_id=row["session_id"],
-        speaker=row["speaker"],
-        sequence_number=row["sequence_number"],
-        mime_type=row["mime_type"],
-        starts_stream=row["starts_stream"],
-        received_at=row["received_at"],
-        state=ChunkState(row["state"]),
-        data=bytes(row["bytes"]) if with_data else None,
-    )
-
-
-def _entry(row: asyncpg.Record) -> TranscriptEntry:
-    return entry_from_mapping(row)
+    return EntryWrite(entry_from_row(value["entry"]), created=bool(value["created"]))
 
 
 def _redact(dsn: str) -> str:

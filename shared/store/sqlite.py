@@ -19,7 +19,6 @@ from typing import Any
 
 from shared.errors import StoreConflict, StoreUnavailable
 from shared.models import (
-    ChunkState,
     EntryWrite,
     InsertOutcome,
     NewChunk,
@@ -33,6 +32,7 @@ from shared.models import (
     utcnow,
 )
 from shared.store.base import StreamLeaseLost
+from shared.store.rows import chunk_from_row, entry_from_row, session_from_row, stream_from_row, tenant_from_row
 
 _TS = "%Y-%m-%dT%H:%M:%S.%fZ"
 
@@ -43,14 +43,6 @@ def _ts(value: datetime) -> str:
 
 def _ts_opt(value: datetime | None) -> str | None:
     return None if value is None else _ts(value)
-
-
-def _dt(value: str) -> datetime:
-    return datetime.fromisoformat(value)  # C-fast; reads the trailing Z as UTC
-
-
-def _dt_opt(value: str | None) -> datetime | None:
-    return None if value is None else _dt(value)
 
 
 def sqlite_migrations() -> list[tuple[str, str]]:
@@ -147,11 +139,11 @@ class SQLiteStore:
 
     async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None:
         row = self.conn.execute("SELECT * FROM tenants WHERE api_key_hash = ?", (api_key_hash,)).fetchone()
-        return _tenant(row) if row else None
+        return tenant_from_row(row) if row else None
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = self.conn.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
-        return _tenant(row) if row else None
+        return tenant_from_row(row) if row else None
 
     # sessions
     async def create_session(self, session: Session) -> None:
@@ -183,7 +175,7 @@ class SQLiteStore:
             row = self.conn.execute(
                 "SELECT * FROM sessions WHERE id = ? AND tenant_id = ?", (session_id, tenant_id)
             ).fetchone()
-        return _session(row) if row else None
+        return session_from_row(row) if row else None
 
     async def list_sessions(
         self,
@@ -207,7 +199,7 @@ class SQLiteStore:
             args += [_ts(before[0]), _ts(before[0]), before[1]]
         sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
         args.append(limit)
-        return [_session(row) for row in self.conn.execute(sql, args)]
+        return [session_from_row(row) for row in self.conn.execute(sql, args)]
 
     async def set_session_status(
         self, session_id: str, status: SessionStatus, at: datetime, *, only_if_active: bool = True
@@ -219,7 +211,7 @@ class SQLiteStore:
                 sql += " AND status = 'active'"
             tx.execute(sql, (status.value, ended_at, _ts(at), session_id))
             row = tx.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return _session(row) if row else None
+        return session_from_row(row) if row else None
 
     async def delete_session(self, tenant_id: str, session_id: str) -> bool:
         with self._write() as tx:
@@ -279,14 +271,14 @@ class SQLiteStore:
             sql += " AND state = 'pending'"
         sql += " ORDER BY sequence_number"
         rows = self.conn.execute(sql, (session_id, speaker, from_sequence))
-        return [_chunk(row, with_data) for row in rows]
+        return [chunk_from_row(row, bytes(row["bytes"]) if with_data else None) for row in rows]
 
     async def get_chunk(self, session_id: str, speaker: str, sequence_number: int) -> StoredChunk | None:
         row = self.conn.execute(
             "SELECT * FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number = ?",
             (session_id, speaker, sequence_number),
         ).fetchone()
-        return _chunk(row, True) if row else None
+        return chunk_from_row(row, bytes(row["bytes"])) if row else None
 
     async def next_sequences(self, session_id: str) -> dict[str, int]:
         rows = self.conn.execute(
@@ -315,7 +307,7 @@ class SQLiteStore:
             row = tx.execute(
                 "SELECT * FROM speaker_streams WHERE session_id = ? AND speaker = ?", (session_id, speaker)
             ).fetchone()
-        return _stream(row)
+        return stream_from_row(row)
 
     async def save_stream(
         self,
@@ -376,7 +368,7 @@ class SQLiteStore:
             " ORDER BY start_ms IS NULL, start_ms, speaker, first_sequence",
             (session_id,),
         )
-        return [_entry(row) for row in rows]
+        return [entry_from_row(row) for row in rows]
 
 
 def _insert_entry(tx: sqlite3.Connection, entry: NewEntry) -> EntryWrite:
@@ -385,7 +377,7 @@ def _insert_entry(tx: sqlite3.Connection, entry: NewEntry) -> EntryWrite:
         (entry.session_id, entry.speaker, entry.first_sequence),
     ).fetchone()
     if existing is not None:
-        return EntryWrite(_entry(existing), created=False)
+        return EntryWrite(entry_from_row(existing), created=False)
     stored = TranscriptEntry(
         id=str(uuid.uuid4()),
         session_id=entry.session_id,
@@ -428,69 +420,3 @@ def _split_sql(sql: str) -> list[str]:
     """Statements of a migration file (ours hold no semicolons inside literals)."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
     return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
-
-
-def _tenant(row: sqlite3.Row) -> Tenant:
-    return Tenant(id=row["id"], name=row["name"], created_at=_dt(row["created_at"]))
-
-
-def _session(row: sqlite3.Row) -> Session:
-    return Session(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        status=SessionStatus(row["status"]),
-        created_at=_dt(row["created_at"]),
-        last_activity_at=_dt(row["last_activity_at"]),
-        candidate_id=row["candidate_id"],
-        position_id=row["position_id"],
-        speakers=tuple(json.loads(row["speakers"])),
-        language=row["language"],
-        metadata=json.loads(row["metadata"]),
-        ended_at=_dt_opt(row["ended_at"]),
-        machine_id=row["machine_id"],
-    )
-
-
-def _chunk(row: sqlite3.Row, with_data: bool) -> StoredChunk:
-    return StoredChunk(
-        session_id=row["session_id"],
-        speaker=row["speaker"],
-        sequence_number=row["sequence_number"],
-        mime_type=row["mime_type"],
-        starts_stream=bool(row["starts_stream"]),
-        received_at=_dt(row["received_at"]),
-        state=ChunkState(row["state"]),
-        data=bytes(row["bytes"]) if with_data else None,
-    )
-
-
-def _stream(row: sqlite3.Row) -> SpeakerStream:
-    return SpeakerStream(
-        session_id=row["session_id"],
-        speaker=row["speaker"],
-        next_sequence=row["next_sequence"],
-        buffer_sequence=row["buffer_sequence"],
-        buffer_offset=row["buffer_offset"],
-        buffer_start_ms=row["buffer_start_ms"],
-        header_sequence=row["header_sequence"],
-        gap_since=_dt_opt(row["gap_since"]),
-        version=row["version"],
-    )
-
-
-def _entry(row: sqlite3.Row) -> TranscriptEntry:
-    return TranscriptEntry(
-        id=row["id"],
-        session_id=row["session_id"],
-        tenant_id=row["tenant_id"],
-        speaker=row["speaker"],
-        first_sequence=row["first_sequence"],
-        last_sequence=row["last_sequence"],
-        text=row["text"],
-        start_ms=row["start_ms"],
-        end_ms=row["end_ms"],
-        language=row["language"],
-        confidence=row["confidence"],
-        engine=row["engine"],
-        created_at=_dt(row["created_at"]),
-    )

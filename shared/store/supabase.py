@@ -35,12 +35,13 @@ from shared.models import (
     TranscriptEntry,
 )
 from shared.store.base import StreamLeaseLost
-from shared.store.postgres import (
-    entry_from_mapping,
-    entry_json,
-    entry_write_from_json,
-    parse_timestamp,
+from shared.store.postgres import entry_json, entry_write_from_json
+from shared.store.rows import (
+    chunk_from_row,
+    entry_from_row,
+    session_from_row,
     stream_from_row,
+    tenant_from_row,
 )
 from supabase import AsyncClient, AsyncClientOptions, acreate_client
 
@@ -150,13 +151,13 @@ class SupabaseStore:
     async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None:
         query = self.client.table("tenants").select("id,name,created_at").eq("api_key_hash", api_key_hash)
         rows = await self._rows("find tenant", query)
-        return _tenant(rows[0]) if rows else None
+        return tenant_from_row(rows[0]) if rows else None
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         rows = await self._rows(
             "get tenant", self.client.table("tenants").select("id,name,created_at").eq("id", tenant_id)
         )
-        return _tenant(rows[0]) if rows else None
+        return tenant_from_row(rows[0]) if rows else None
 
     # sessions
     async def create_session(self, session: Session) -> None:
@@ -181,7 +182,7 @@ class SupabaseStore:
         if tenant_id is not None:
             query = query.eq("tenant_id", tenant_id)
         rows = await self._rows("get session", query)
-        return _session(rows[0]) if rows else None
+        return session_from_row(rows[0]) if rows else None
 
     async def list_sessions(
         self,
@@ -201,7 +202,7 @@ class SupabaseStore:
             at, last_id = _ts(before[0]), before[1].replace('"', "")
             query = query.or_(f'created_at.lt."{at}",and(created_at.eq."{at}",id.lt."{last_id}")')
         query = query.order("created_at", desc=True).order("id", desc=True).limit(limit)
-        return [_session(row) for row in await self._rows("list sessions", query)]
+        return [session_from_row(row) for row in await self._rows("list sessions", query)]
 
     async def set_session_status(
         self, session_id: str, status: SessionStatus, at: datetime, *, only_if_active: bool = True
@@ -218,7 +219,7 @@ class SupabaseStore:
             query = query.eq("status", SessionStatus.ACTIVE.value)
         rows = await self._rows("update session", query)
         if rows:
-            return _session(rows[0])
+            return session_from_row(rows[0])
         return await self.get_session(session_id, None)
 
     async def delete_session(self, tenant_id: str, session_id: str) -> bool:
@@ -274,7 +275,7 @@ class SupabaseStore:
             if pending_only:
                 query = query.eq("state", ChunkState.PENDING.value)
             rows = await self._rows("list chunks", query.order("sequence_number").limit(PAGE))
-            chunks += [_chunk(row, with_data) for row in rows]
+            chunks += [chunk_from_row(row, _bytea(row.get("bytes")) if with_data else None) for row in rows]
             if len(rows) < PAGE:
                 return chunks
             next_from = chunks[-1].sequence_number + 1
@@ -288,7 +289,7 @@ class SupabaseStore:
             .eq("sequence_number", sequence_number)
         )
         rows = await self._rows("get chunk", query)
-        return _chunk(rows[0], True) if rows else None
+        return chunk_from_row(rows[0], _bytea(rows[0].get("bytes"))) if rows else None
 
     async def next_sequences(self, session_id: str) -> dict[str, int]:
         rows = await self._rpc("next_sequences", {"p_session_id": session_id})
@@ -364,7 +365,7 @@ class SupabaseStore:
                 .range(len(entries), len(entries) + PAGE - 1)
             )
             rows = await self._rows("list entries", query)
-            entries += [entry_from_mapping(row) for row in rows]
+            entries += [entry_from_row(row) for row in rows]
             if len(rows) < PAGE:
                 return entries
 
@@ -386,38 +387,3 @@ def _api_error(what: str, exc: APIError) -> StoreUnavailable | StoreConflict:
     if code in {"23505", "23503", "23514", "409"}:
         return StoreConflict(f"Supabase rejected {what} as conflicting with stored data ({code}: {message})")
     return StoreUnavailable(f"Supabase failed {what} ({code}: {message})", retry_after=2)
-
-
-def _tenant(row: dict[str, Any]) -> Tenant:
-    return Tenant(id=row["id"], name=row["name"], created_at=parse_timestamp(row["created_at"]))
-
-
-def _session(row: dict[str, Any]) -> Session:
-    ended_at = row.get("ended_at")
-    return Session(
-        id=row["id"],
-        tenant_id=row["tenant_id"],
-        status=SessionStatus(row["status"]),
-        created_at=parse_timestamp(row["created_at"]),
-        last_activity_at=parse_timestamp(row["last_activity_at"]),
-        candidate_id=row.get("candidate_id"),
-        position_id=row.get("position_id"),
-        speakers=tuple(row.get("speakers") or ()),
-        language=row.get("language"),
-        metadata=row.get("metadata") or {},
-        ended_at=None if ended_at is None else parse_timestamp(ended_at),
-        machine_id=row.get("machine_id"),
-    )
-
-
-def _chunk(row: dict[str, Any], with_data: bool) -> StoredChunk:
-    return StoredChunk(
-        session_id=row["session_id"],
-        speaker=row["speaker"],
-        sequence_number=row["sequence_number"],
-        mime_type=row.get("mime_type"),
-        starts_stream=bool(row["starts_stream"]),
-        received_at=parse_timestamp(row["received_at"]),
-        state=ChunkState(row["state"]),
-        data=_bytea(row.get("bytes")) if with_data else None,
-    )
