@@ -1,0 +1,142 @@
+"""How long after someone stops talking does their line appear? Streams two-speaker interviews at real-time pace.
+
+Each track of a synthetic interview in ../shared/data (one WAV per microphone) is cut into 2 s WAV chunks and
+posted through the live path in-process, one chunk per speaker every 2 s, as two browsers would. A subscriber on
+the session's topic timestamps every `transcript_entry` and `transcript_partial`. Printed per entry: the delay
+from the end of its speech (audio time, `end_ms`) to its arrival; and the delay from the start of speech to the
+first partial of it. Real time: each interview takes as long as it lasts.
+
+    .venv/bin/python bench/latency.py [--data ../shared/data] [--interviews 2] [--engine local] [--chunk-seconds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bridge.offline import split_chunks, wav_bytes  # noqa: E402
+from bridge.services import build_services  # noqa: E402
+from functions.process_audio.models import ProcessAudioRequest  # noqa: E402
+from functions.process_audio.service import process_audio  # noqa: E402
+from shared.audio.decode import decode_chunk  # noqa: E402
+from shared.audio.formats import inspect_chunk  # noqa: E402
+from shared.broadcast.local import LocalHub  # noqa: E402
+from shared.credentials import hash_api_key, new_api_key  # noqa: E402
+from shared.models import Session, SessionStatus, Tenant, utcnow  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+
+def pcm_of(path: Path) -> Any:
+    data = path.read_bytes()
+    return decode_chunk(data, inspect_chunk(data, None))
+
+
+async def speaker_stream(
+    services: Any, session: Session, speaker: str, chunks: list[bytes], t0: float, step: float
+) -> None:
+    """Post chunk n when its audio has been 'recorded': at t0 + (n + 1) * step."""
+    for seq, chunk in enumerate(chunks):
+        await asyncio.sleep(max(0.0, t0 + (seq + 1) * step - time.monotonic()))
+        request = ProcessAudioRequest(
+            session_id=session.id,
+            audio_chunk=base64.b64encode(chunk).decode(),
+            speaker=speaker,
+            sequence_number=seq,
+            mime_type="audio/wav",
+        )
+        await process_audio(request, session, services.live)
+
+
+async def one_interview(
+    services: Any, hub: LocalHub, tenant: Tenant, folder: Path, step: float
+) -> tuple[list[float], list[float]]:
+    tracks = {role: pcm_of(next(folder.glob(f"*_{role}.wav"))) for role in ("interviewer", "candidate")}
+    chunks = {role: [wav_bytes(p) for p in split_chunks(pcm, step)] for role, pcm in tracks.items()}
+    now = utcnow()
+    session = Session(
+        id=str(uuid.uuid4()), tenant_id=tenant.id, status=SessionStatus.ACTIVE, created_at=now, last_activity_at=now
+    )
+    await services.store.create_session(session)
+    subscription = hub.subscribe(f"session:{session.id}")
+    arrivals: list[tuple[float, str, dict[str, Any]]] = []
+
+    async def listen() -> None:
+        async for event, payload in subscription:
+            arrivals.append((time.monotonic(), event, payload))
+
+    listener = asyncio.create_task(listen())
+    t0 = time.monotonic()
+    await asyncio.gather(*(speaker_stream(services, session, role, chunks[role], t0, step) for role in chunks))
+    await asyncio.sleep(3 * step)  # let the last pauses close their utterances before `end` would flush them
+    subscription.close()
+    await listener
+    finals = [at - (t0 + p["end_ms"] / 1000) for at, event, p in arrivals if event == "transcript_entry"]
+    partials: list[float] = []
+    firsts: dict[str, float] = {}
+    for at, event, p in arrivals:
+        if event == "transcript_partial":
+            firsts.setdefault(f"{p['speaker']}:{p['through_sequence']}", at - t0)
+    for at, event, p in arrivals:
+        if event == "transcript_entry":
+            spoken = p["start_ms"] / 1000
+            before = [v for k, v in firsts.items() if k.startswith(p["speaker"] + ":") and spoken <= v <= at - t0]
+            if before:
+                partials.append(min(before) - spoken)
+    return finals, partials
+
+
+def describe(label: str, values: list[float]) -> None:
+    if not values:
+        print(f"{label}: none")
+        return
+    ordered = sorted(values)
+    p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+    print(
+        f"{label}: n={len(values)}  median {statistics.median(values):.2f} s  p95 {p95:.2f} s  max {max(values):.2f} s"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    parser.add_argument("--interviews", type=int, default=2)
+    parser.add_argument("--engine", default="local")
+    parser.add_argument("--chunk-seconds", type=float, default=2.0)
+    args = parser.parse_args()
+    folders = sorted((args.data / "synthetic").glob("interview_*"))[: args.interviews]
+    with tempfile.TemporaryDirectory() as scratch:
+        settings = Settings(
+            _env_file=None, data_dir=Path(scratch), store="sqlite", stt_engine=args.engine, rate_limits="off"
+        )  # type: ignore[call-arg]
+        hub = LocalHub()
+        services = build_services(settings, broadcaster=hub)
+        await services.start()
+        await services.transcriber.wait_ready()
+        tenant = Tenant(id=str(uuid.uuid4()), name="latency", created_at=utcnow())
+        await services.store.create_tenant(tenant, hash_api_key(new_api_key()))
+        finals: list[float] = []
+        partials: list[float] = []
+        for folder in folders:
+            f, p = await one_interview(services, hub, tenant, folder, args.chunk_seconds)
+            print(f"{folder.name}: {len(f)} entries")
+            finals += f
+            partials += p
+        await services.close()
+    print(f"engine {args.engine}, {args.chunk_seconds:g} s chunks at real-time pace, two speakers per session")
+    describe("end of speech -> final entry", finals)
+    describe("start of speech -> first partial", partials)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
