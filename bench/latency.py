@@ -12,8 +12,8 @@ first partial of it. Real time: each interview takes as long as it lasts.
 from __future__ import annotations
 
 import argparse
-import base64
 import asyncio
+import base64
 import statistics
 import sys
 import tempfile
@@ -61,7 +61,8 @@ async def speaker_stream(
 async def one_interview(
     services: Any, hub: LocalHub, tenant: Tenant, folder: Path, step: float
 ) -> tuple[list[float], list[float]]:
-    tracks = {role: pcm_of(next(folder.glob(f"*_{role}.wav"))) for role in ("interviewer", "candidate")}
+    paths = {role: next(iter(sorted(folder.glob(f"*_{role}.wav")))) for role in ("interviewer", "candidate")}  # noqa: ASYNC240
+    tracks = {role: pcm_of(path) for role, path in paths.items()}
     chunks = {role: [wav_bytes(p) for p in split_chunks(pcm, step)] for role, pcm in tracks.items()}
     now = utcnow()
     session = Session(
