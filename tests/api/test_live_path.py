@@ -118,7 +118,7 @@ async def test_replayed_chunk_is_duplicate_and_adds_nothing(app_client: Callable
 
 
 async def test_silence_and_noise_cost_no_engine_call(app_client: Callable[..., Any]) -> None:
-    """Digital silence and low-level noise produce no entry and no transcription call, live or at end."""
+    """Digital silence, low-level noise and a loud tone sweep produce no entry and no transcription call, live or at end."""
     rng = np.random.default_rng(3)
     seconds = 2 * 16000
     white = (rng.standard_normal(seconds) * 10 ** (-32 / 20)).astype(np.float32)
@@ -127,9 +127,12 @@ async def test_silence_and_noise_cost_no_engine_call(app_client: Callable[..., A
     hum = (0.03 * np.sin(2 * np.pi * 50 * np.arange(seconds) / 16000)).astype(np.float32)
     pink = load_pcm(FIXTURES / "audio" / "pink_noise_2s.wav")
     silence = np.zeros(seconds, dtype=np.float32)
+    t = np.arange(2 * seconds) / 16000  # a loud 200-4000 Hz tone sweep over two chunks: past the gate, not speech
+    sweep = (0.25 * np.sin(2 * np.pi * (200 * t + 3800 * t**2 / 8))).astype(np.float32)
     from bridge.offline import wav_bytes
 
-    chunks = [wav_bytes(p) for p in (silence, white, brown.astype(np.float32), hum, pink, silence)]
+    pieces = (silence, white, brown.astype(np.float32), hum, pink, sweep[:seconds], sweep[seconds:], silence)
+    chunks = [wav_bytes(p) for p in pieces]
     async with app_client() as client:
         _, key = await new_tenant(client)
         session_id, token = await new_session(client, key)
