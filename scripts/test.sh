@@ -21,7 +21,7 @@ fi
 
 node_major=$(node -p 'process.versions.node.split(".")[0]')
 if [ "$node_major" -lt 20 ]; then
-  echo "Node $node_major found; supabase-js needs Node 20 or newer (install it from nodejs.org's Debian packages or nvm)" >&2
+  echo "Node $node_major found; supabase-js needs Node 20 or newer: install a newer Node first" >&2
   exit 1
 fi
 
