@@ -37,6 +37,7 @@ from shared.models import (
     Session,
     SessionStatus,
     SpeakerStream,
+    StoredChunk,
     TranscriptEntry,
     utcnow,
 )
@@ -206,12 +207,18 @@ class LivePath:
             )
         return None
 
-    async def _find_header(self, session_id: str, speaker: str, before: int) -> _Header | None:
-        chunks = await self.store.list_chunks(session_id, speaker)
-        starts = [c for c in chunks if c.starts_stream and c.sequence_number < before]
-        if not starts:
+    async def _find_header(self, session_id: str, speaker: str, before: int, hint: int | None = None) -> _Header | None:
+        """The latest chunk before `before` that began a stream, as a header; `hint` (the stream's
+        `header_sequence`) saves scanning the speaker's chunks."""
+        if hint is not None and hint < before:
+            latest: int | None = hint
+        else:
+            chunks = await self.store.list_chunks(session_id, speaker)
+            starts = [c.sequence_number for c in chunks if c.starts_stream and c.sequence_number < before]
+            latest = starts[-1] if starts else None
+        if latest is None:
             return None
-        stored = await self.store.get_chunk(session_id, speaker, starts[-1].sequence_number)
+        stored = await self.store.get_chunk(session_id, speaker, latest)
         if stored is None or stored.data is None:
             return None
         fmt = inspect_chunk(stored.data, stored.mime_type)
@@ -313,8 +320,8 @@ class LivePath:
                     entry = await self._late_chunk(session, stream, state, late.sequence_number)
                     if entry is not None:
                         entries.append(entry)
-                waiting = sorted(c.sequence_number for c in pending if c.sequence_number >= stream.next_sequence)
-                if waiting and waiting[0] == stream.next_sequence:
+                waiting = [c for c in pending if c.sequence_number >= stream.next_sequence]  # in sequence order
+                if waiting and waiting[0].sequence_number == stream.next_sequence:
                     made = await self._absorb(session, stream, state, buffer, waiting[0], final)
                     entries.extend(made)
                     continue
@@ -323,7 +330,7 @@ class LivePath:
                         (self.clock() - stream.gap_since).total_seconds() >= self.config.gap_timeout_s
                     )
                     if final or gap_over:
-                        entries.extend(await self._skip_gap(session, stream, buffer, waiting[0]))
+                        entries.extend(await self._skip_gap(session, stream, buffer, waiting[0].sequence_number))
                         continue
                     if stream.gap_since is None:
                         stream.gap_since = self.clock()
@@ -383,7 +390,7 @@ class LivePath:
         header: bytes | None = None
         if not fmt.starts_stream:
             found = state.header if state.header and state.header.sequence < sequence else None
-            found = found or await self._find_header(session_id, stream.speaker, sequence)
+            found = found or await self._find_header(session_id, stream.speaker, sequence, stream.header_sequence)
             if found is None:
                 raise InvalidAudio("continuation chunk without a stream header")
             header = found.data
@@ -398,25 +405,22 @@ class LivePath:
         stream: SpeakerStream,
         state: _SpeakerState,
         buffer: SpeakerBuffer,
-        sequence: int,
+        chunk: StoredChunk,
         final: bool,
     ) -> list[TranscriptEntry]:
         """Take the next chunk into the open utterance and let the segmenter decide."""
+        sequence = chunk.sequence_number
         try:
             pcm = await self._chunk_pcm(session.id, stream, state, sequence)
         except InvalidAudio as exc:
             log.warning("chunk %s/%s/%d cannot be decoded (%s); skipped", session.id, stream.speaker, sequence, exc)
             pcm = np.zeros(0, dtype=np.float32)
-        stored = None
         if stream.next_sequence == 0 or (buffer.total == 0 and stream.buffer_start_ms == 0):
-            stored = await self.store.get_chunk(session.id, stream.speaker, sequence)
-        if stored is not None:
-            arrived_ms = int((stored.received_at - session.created_at).total_seconds() * 1000)
+            # The speaker's first audio: place it on the session's clock by when it arrived.
+            arrived_ms = int((chunk.received_at - session.created_at).total_seconds() * 1000)
             stream.buffer_start_ms = max(0, arrived_ms - len(pcm) // SAMPLES_PER_MS)
-        if stored is not None and stored.starts_stream and stored.data is not None:
-            fmt = inspect_chunk(stored.data, stored.mime_type)
-            if fmt.kind in CONTINUABLE:
-                stream.header_sequence = sequence
+        if chunk.starts_stream:
+            stream.header_sequence = sequence
         stream.next_sequence = sequence + 1
         stream.gap_since = None
         if buffer.total == 0:

@@ -73,3 +73,23 @@ async def test_reloaded_page_starts_a_new_stream(
     # second recording's last continuation chunks are only readable with its own header.
     assert said.count("ready to start") >= 3, said
     assert max(e["last_sequence"] for e in entries) == len(first) + len(second) - 1
+
+
+async def test_another_process_decodes_stored_continuations(
+    app_client: Callable[..., Any], local_transcriber: Transcriber
+) -> None:
+    """WebM chunks stored by one process (its engine down) are decoded by the next one on the same data, which has
+    no cached header and finds it through the stream state in the store."""
+    chunks = recorder_chunks("webm_chunk")
+    down = {"stt_engine": "openai", "openai_api_key": "sk-test", "openai_base_url": "http://127.0.0.1:9/v1"}
+    async with app_client(**down) as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        for seq, chunk in enumerate(chunks):
+            response = await post_chunk(client, token, session_id, "candidate", seq, chunk, mime="audio/webm")
+            assert response.json()["status"] in ("queued", "accepted")
+    async with app_client(transcriber=local_transcriber, stt_engine="local", partials="off") as client:
+        await client.post(f"/sessions/{session_id}/end", headers=bearer(token))
+        transcript = await client.get(f"/sessions/{session_id}/transcript?format=text", headers=bearer(token))
+    said = " ".join(line.split(": ", 1)[1] for line in transcript.text.splitlines())
+    assert wer(RECORDED, said) <= 0.2, said
