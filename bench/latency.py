@@ -33,7 +33,7 @@ from shared.audio.decode import decode_chunk  # noqa: E402
 from shared.audio.formats import inspect_chunk  # noqa: E402
 from shared.broadcast.local import LocalHub  # noqa: E402
 from shared.credentials import hash_api_key, new_api_key  # noqa: E402
-from shared.models import Session, SessionStatus, Tenant, utcnow  # noqa: E402
+from shared.models import Session, Tenant, utcnow  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 
 
@@ -64,10 +64,7 @@ async def one_interview(
     paths = {role: next(iter(sorted(folder.glob(f"*_{role}.wav")))) for role in ("interviewer", "candidate")}  # noqa: ASYNC240
     tracks = {role: pcm_of(path) for role, path in paths.items()}
     chunks = {role: [wav_bytes(p) for p in split_chunks(pcm, step)] for role, pcm in tracks.items()}
-    now = utcnow()
-    session = Session(
-        id=str(uuid.uuid4()), tenant_id=tenant.id, status=SessionStatus.ACTIVE, created_at=now, last_activity_at=now
-    )
+    session = Session.new(tenant.id)
     await services.store.create_session(session)
     subscription = hub.subscribe(f"session:{session.id}")
     arrivals: list[tuple[float, str, dict[str, Any]]] = []

@@ -54,7 +54,7 @@ from shared.audio.decode import decode_chunk  # noqa: E402
 from shared.audio.formats import inspect_chunk  # noqa: E402
 from shared.broadcast.local import LocalHub  # noqa: E402
 from shared.credentials import hash_api_key, new_api_key  # noqa: E402
-from shared.models import Session, SessionStatus, Tenant, utcnow  # noqa: E402
+from shared.models import Session, Tenant, utcnow  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.store.factory import create_store  # noqa: E402
 from shared.stt.wavio import wav_bytes  # noqa: E402
@@ -159,14 +159,7 @@ async def run_service(store: str, dsn: str | None, args: argparse.Namespace, chu
             await services.store.create_tenant(tenant, hash_api_key(new_api_key()))
             sessions: dict[str, Session] = {}
             for _ in range(args.sessions + 1):
-                now = utcnow()
-                session = Session(
-                    id=str(uuid.uuid4()),
-                    tenant_id=tenant.id,
-                    status=SessionStatus.ACTIVE,
-                    created_at=now,
-                    last_activity_at=now,
-                )
+                session = Session.new(tenant.id)
                 await services.store.create_session(session)
                 sessions[session.id] = session
             warm, *timed = sessions

@@ -64,7 +64,7 @@ def own_fixtures() -> list[Item]:
 
 async def run(
     items: list[Item], engine: str, chunk_seconds: float
-) -> tuple[dict[str, list[tuple[str, str]]], float, int, float]:
+) -> tuple[dict[str, list[tuple[str, str]]], float, int]:
     results: dict[str, list[tuple[str, str]]] = {}
     with tempfile.TemporaryDirectory() as scratch:
         settings = Settings(_env_file=None, data_dir=Path(scratch), store="sqlite", stt_engine=engine, partials="off")  # type: ignore[call-arg]
@@ -79,7 +79,7 @@ async def run(
         elapsed = time.perf_counter() - started
         calls = services.live.engine_calls
         await services.close()
-    return results, elapsed, calls, 0.0
+    return results, elapsed, calls
 
 
 def audio_seconds(items: list[Item]) -> float:
@@ -101,7 +101,7 @@ def main() -> None:
     print(f"{len(items)} files, {seconds:.1f} s of audio, engine {args.engine}")
     rows = {}
     for chunk in (0.0, args.chunk_seconds):
-        results, elapsed, calls, _ = asyncio.run(run(items, args.engine, chunk))
+        results, elapsed, calls = asyncio.run(run(items, args.engine, chunk))
         rows[chunk] = results
         label = "whole file" if chunk == 0 else f"{chunk:g} s chunks"
         print(f"  {label:>12}: {elapsed:6.1f} s wall, RTF {elapsed / seconds:.3f}, {calls} engine calls")

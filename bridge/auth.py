@@ -19,12 +19,13 @@ from shared.credentials import (
 )
 from shared.errors import Unauthorized
 from shared.store.base import Store
+from shared.supabase_jwt import SupabaseUser
 
 
 class UserTokenVerifier(Protocol):
-    """Verifies a Supabase Auth user JWT and names its tenant (see shared/supabase_jwt.py)."""
+    """Verifies a Supabase Auth user JWT and names its tenant (shared/supabase_jwt.py)."""
 
-    async def verify(self, token: str) -> object: ...
+    async def verify(self, token: str) -> SupabaseUser: ...
 
 
 class Authenticator:
@@ -62,11 +63,7 @@ class Authenticator:
                 return Principal(kind, claims.tenant_id, session_id=claims.session_id)
             if self.user_tokens is not None:
                 user = await self.user_tokens.verify(credential)
-                return Principal(
-                    PrincipalKind.USER,
-                    str(getattr(user, "tenant_id")),  # noqa: B009 - structural, verifier-agnostic
-                    user_id=str(getattr(user, "user_id", "")),
-                )
+                return Principal(PrincipalKind.USER, user.tenant_id, user_id=user.user_id)
             raise Unauthorized("this token was not issued by this bridge")
         tenant_id = await self._tenant_for_key(credential)
         if tenant_id is None:

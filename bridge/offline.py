@@ -63,16 +63,7 @@ async def transcribe_file(services: Services, tenant: Tenant, path: Path, chunk_
     except (OSError, BridgeError) as exc:
         result.error = getattr(exc, "detail", None) or str(exc)
         return result
-    now = utcnow()
-    session = Session(
-        id=str(uuid.uuid4()),
-        tenant_id=tenant.id,
-        status=SessionStatus.ACTIVE,
-        created_at=now,
-        last_activity_at=now,
-        speakers=(SPEAKER,),
-        metadata={"file": path.name},
-    )
+    session = Session.new(tenant.id, speakers=(SPEAKER,), metadata={"file": path.name})
     await services.store.create_session(session)
     for sequence, piece in enumerate(split_chunks(pcm, chunk_seconds)):
         request = ProcessAudioRequest(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import uuid
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -112,13 +111,8 @@ async def create_session(request: AnyRequest) -> dict[str, Any]:
         raise InvalidRequest(f"speakers: {exc}") from exc
     if len(json.dumps(spec.metadata)) > 16_384:
         raise InvalidRequest("metadata must be at most 16 KB of JSON")
-    now = utcnow()
-    session = Session(
-        id=str(uuid.uuid4()),
-        tenant_id=tenant_id,
-        status=SessionStatus.ACTIVE,
-        created_at=now,
-        last_activity_at=now,
+    session = Session.new(
+        tenant_id,
         candidate_id=spec.candidate_id,
         position_id=spec.position_id,
         speakers=speakers,
@@ -126,7 +120,7 @@ async def create_session(request: AnyRequest) -> dict[str, Any]:
         metadata=spec.metadata,
     )
     await services.store.create_session(session)
-    token = services.tokens.issue(tenant_id, session.id, "session", now)
+    token = services.tokens.issue(tenant_id, session.id, "session", session.created_at)
     return {"session": session.to_json(), "token": token, "realtime": realtime_info(request, services, session, token)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -57,6 +58,19 @@ class Session:
     metadata: dict[str, Any] = field(default_factory=dict)
     ended_at: datetime | None = None
     machine_id: str | None = None
+
+    @classmethod
+    def new(cls, tenant_id: str, **fields: Any) -> Session:
+        """A fresh active session with a new id, created and last active now."""
+        now = utcnow()
+        return cls(
+            id=str(uuid.uuid4()),
+            tenant_id=tenant_id,
+            status=SessionStatus.ACTIVE,
+            created_at=now,
+            last_activity_at=now,
+            **fields,
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from functions.process_audio.segmenter import chunk_index
 from shared.audio.vad import SpeechDetector, VadTrack
 from shared.stt.base import Pcm
 
@@ -53,11 +54,7 @@ class SpeakerBuffer:
 
     def sequence_at(self, position: int) -> int:
         """The chunk holding sample `position` (the last chunk for the end of the buffer)."""
-        index = 0
-        for i, start in enumerate(self.chunk_starts):
-            if start <= position:
-                index = i
-        return self.chunk_seqs[index]
+        return self.chunk_seqs[max(0, chunk_index(self.chunk_starts, position))]
 
     def consume(self, samples: int) -> tuple[list[int], int | None, int]:
         """Drop `samples` from the front and restart speech tracking on what is left.

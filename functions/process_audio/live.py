@@ -192,15 +192,14 @@ class LivePath:
         if fmt.starts_stream:
             return None
         header = state.header
-        if header is None or header.sequence > sequence:
-            header = await self._find_header(session_id, speaker, sequence)
-            if header is not None:
-                state.header = header
         if header is not None and header.sequence < sequence:
             return header.data
-        earlier = await self.store.list_chunks(session_id, speaker)
-        earlier_count = sum(1 for c in earlier if c.sequence_number < sequence)
-        if earlier_count >= sequence:
+        earlier = [c for c in await self.store.list_chunks(session_id, speaker) if c.sequence_number < sequence]
+        starts = [c.sequence_number for c in earlier if c.starts_stream]
+        if starts:
+            state.header = await self._load_header(session_id, speaker, starts[-1])
+            return state.header.data if state.header else None
+        if len(earlier) >= sequence:
             raise InvalidAudio(
                 "this chunk has no container header and no earlier chunk of this speaker began a WebM, Ogg or "
                 "MP4 stream; send the recorder's first chunk (with its header) first, or send WAV"
@@ -211,14 +210,14 @@ class LivePath:
         """The latest chunk before `before` that began a stream, as a header; `hint` (the stream's
         `header_sequence`) saves scanning the speaker's chunks."""
         if hint is not None and hint < before:
-            latest: int | None = hint
-        else:
-            chunks = await self.store.list_chunks(session_id, speaker)
-            starts = [c.sequence_number for c in chunks if c.starts_stream and c.sequence_number < before]
-            latest = starts[-1] if starts else None
-        if latest is None:
-            return None
-        stored = await self.store.get_chunk(session_id, speaker, latest)
+            return await self._load_header(session_id, speaker, hint)
+        chunks = await self.store.list_chunks(session_id, speaker)
+        starts = [c.sequence_number for c in chunks if c.starts_stream and c.sequence_number < before]
+        return await self._load_header(session_id, speaker, starts[-1]) if starts else None
+
+    async def _load_header(self, session_id: str, speaker: str, sequence: int) -> _Header | None:
+        """The header held by chunk `sequence`; InvalidAudio when its stream cannot have continuations."""
+        stored = await self.store.get_chunk(session_id, speaker, sequence)
         if stored is None or stored.data is None:
             return None
         fmt = inspect_chunk(stored.data, stored.mime_type)
@@ -322,8 +321,10 @@ class LivePath:
                         entries.append(entry)
                 waiting = [c for c in pending if c.sequence_number >= stream.next_sequence]  # in sequence order
                 if waiting and waiting[0].sequence_number == stream.next_sequence:
-                    made = await self._absorb(session, stream, state, buffer, waiting[0], final)
-                    entries.extend(made)
+                    for chunk in waiting:  # everything contiguous from this listing, one chunk at a time
+                        if chunk.sequence_number != stream.next_sequence:
+                            break
+                        entries.extend(await self._absorb(session, stream, state, buffer, chunk, final))
                     continue
                 if waiting:
                     gap_over = stream.gap_since is not None and (

@@ -59,7 +59,7 @@ def decide(
     tail = config.tail_pad_ms * SAMPLES_PER_MS
     if final:
         return Decision(drop=start, cut=total, speech_end=min(total, regions[-1][1] + tail))
-    start_chunk = _chunk_index(chunk_starts, start)
+    start_chunk = chunk_index(chunk_starts, start)
     min_pause = config.min_pause_ms * SAMPLES_PER_MS
 
     # Trailing pause long enough: the utterance is over; cut at the end of the buffer.
@@ -82,7 +82,8 @@ def decide(
     return Decision(drop=start, cut=total, speech_end=total)
 
 
-def _chunk_index(chunk_starts: Sequence[int], position: int) -> int:
+def chunk_index(chunk_starts: Sequence[int], position: int) -> int:
+    """Which chunk (index into `chunk_starts`) holds sample `position`."""
     return bisect_right(chunk_starts, position) - 1
 
 

@@ -52,3 +52,17 @@ class Transcriber(Protocol):
         """Transcribe one utterance. Raises `EngineUnavailable` when the engine cannot answer now."""
 
     async def close(self) -> None: ...
+
+
+class ReadyAtOnce:
+    """For engines with nothing to load (remote APIs, the simulator): ready from construction."""
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        return None
+
+    async def wait_ready(self) -> None:
+        return None

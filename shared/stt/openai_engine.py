@@ -23,7 +23,7 @@ import httpx
 import openai
 
 from shared.errors import EngineUnavailable
-from shared.stt.base import SAMPLE_RATE, Pcm, Segment, Transcription
+from shared.stt.base import SAMPLE_RATE, Pcm, ReadyAtOnce, Segment, Transcription
 from shared.stt.filters import clean_text, confidence_of, trim_prompt
 from shared.stt.wavio import wav_bytes
 
@@ -88,7 +88,7 @@ def _error_code(exc: openai.APIStatusError) -> str | None:
     return str(code) if code else None
 
 
-class OpenAITranscriber:
+class OpenAITranscriber(ReadyAtOnce):
     """Transcribes through `POST {base_url}/audio/transcriptions`; ready at once, no partials by default."""
 
     name = "openai"
@@ -122,16 +122,6 @@ class OpenAITranscriber:
             max_retries=max_retries,
             http_client=cast(Any, self._http),
         )
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def wait_ready(self) -> None:
-        return None
 
     async def transcribe(self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None) -> Transcription:
         """Upload one utterance; EngineUnavailable on a bad key, rate limit, server error or timeout."""

@@ -10,7 +10,7 @@ import hashlib
 
 import numpy as np
 
-from shared.stt.base import SAMPLE_RATE, Pcm, Segment, Transcription
+from shared.stt.base import SAMPLE_RATE, Pcm, ReadyAtOnce, Segment, Transcription
 
 __all__ = ["SimulatedTranscriber"]
 
@@ -46,7 +46,7 @@ WORDS_PER_SECOND = 2.0
 SILENCE_RMS = 1e-4
 
 
-class SimulatedTranscriber:
+class SimulatedTranscriber(ReadyAtOnce):
     """Returns "[simulated N.N s] word word ..." with about two words per second of audio.
 
     The words are chosen from a hash of the samples, so the same audio always gives the same text;
@@ -60,16 +60,6 @@ class SimulatedTranscriber:
         if latency_ms < 0:
             raise ValueError("latency_ms must be >= 0")
         self.latency_ms = latency_ms
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def wait_ready(self) -> None:
-        return None
 
     async def transcribe(self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None) -> Transcription:
         """Wait `latency_ms`, then describe the audio deterministically (its duration and a word list)."""

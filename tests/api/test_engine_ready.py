@@ -6,18 +6,16 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from shared.stt.base import Pcm, Transcriber, Transcription
+from shared.stt.base import Transcriber
+from tests.conftest import KeepOpen
 from tests.helpers import FIXTURES, bearer, load_pcm, new_session, new_tenant, post_chunk, wav_chunks
 
 
-class StillLoading:
+class StillLoading(KeepOpen):
     """The session's real local engine, reported as not loaded until the test says the load finished."""
 
-    name = "local"
-    partials_by_default = True
-
     def __init__(self, inner: Transcriber) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.loaded = asyncio.Event()
 
     @property
@@ -29,12 +27,6 @@ class StillLoading:
 
     async def wait_ready(self) -> None:
         await self.loaded.wait()
-
-    async def transcribe(self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None) -> Transcription:
-        return await self._inner.transcribe(pcm, language=language, prompt=prompt)
-
-    async def close(self) -> None:
-        return None
 
 
 async def test_chunks_wait_for_the_model_then_are_transcribed(

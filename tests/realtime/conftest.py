@@ -93,30 +93,38 @@ def build_app(hub: LocalHub, transcripts: dict[str, list[dict[str, Any]]], **kwa
 
 
 @contextlib.contextmanager
-def run_server(**kwargs: Any) -> Iterator[Server]:
-    hub = LocalHub()
-    transcripts: dict[str, list[dict[str, Any]]] = {}
+def serve_in_thread(app: Litestar) -> Iterator[int]:
+    """A real uvicorn server for `app` in a thread, on a free 127.0.0.1 port (yielded), served the way
+    `interview-bridge serve` does: sans-I/O WebSockets without per-message deflate."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        build_app(hub, transcripts, **kwargs), log_level="warning", lifespan="on", ws="websockets-sansio"
+        app, log_level="warning", lifespan="on", ws="websockets-sansio", ws_per_message_deflate=False
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    for _ in range(500):
+    for _ in range(1000):
         if server.started:
             break
         threading.Event().wait(0.01)
     assert server.started, "uvicorn did not start"
     try:
-        yield Server(hub, port, transcripts)
+        yield port
     finally:
         server.should_exit = True
-        thread.join(10)
+        thread.join(15)
         sock.close()
+
+
+@contextlib.contextmanager
+def run_server(**kwargs: Any) -> Iterator[Server]:
+    hub = LocalHub()
+    transcripts: dict[str, list[dict[str, Any]]] = {}
+    with serve_in_thread(build_app(hub, transcripts, **kwargs)) as port:
+        yield Server(hub, port, transcripts)
 
 
 @pytest.fixture(scope="session")

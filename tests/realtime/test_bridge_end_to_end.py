@@ -3,46 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-import uvicorn
 
 from bridge.app import create_app
 from shared.settings import Settings
 from shared.stt.base import Transcriber
 from tests.conftest import KeepOpen
 from tests.helpers import FIXTURES, chunk_body, load_pcm, wav_chunks
+from tests.realtime.conftest import serve_in_thread
 from tests.realtime.helpers import PySubscriber
 
 
 @contextmanager
 def bridge_server(settings: Settings, transcriber: Transcriber) -> Iterator[str]:
     """The real app (store, hub, engine, auth) on uvicorn in a thread; yields its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    app = create_app(settings, transcriber=KeepOpen(transcriber))
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", ws="websockets-sansio", ws_per_message_deflate=False)
-    )
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    for _ in range(1000):
-        if server.started:
-            break
-        threading.Event().wait(0.01)
-    assert server.started
-    try:
+    with serve_in_thread(create_app(settings, transcriber=KeepOpen(transcriber))) as port:
         yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(15)
-        sock.close()
 
 
 async def py_events(sub: PySubscriber, wanted: set[str], within_s: float = 30.0) -> dict[str, dict[str, Any]]:
