@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from functions.process_audio.buffer import chunk_gain
 from shared.audio.decode import StreamDecoder, decode_chunk
 from shared.audio.formats import inspect_chunk, stream_header
-from shared.audio.vad import VadTrack, is_quiet, shared_detector
+from shared.audio.vad import VadTrack, shared_detector
 from shared.stt.base import SAMPLE_RATE
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "audio"
@@ -81,7 +82,7 @@ def main() -> None:
     speech = decode_chunk((FIXTURES / "phrase_16k_s16.wav").read_bytes(), fmt16)
     buffer = np.tile(np.concatenate([speech, np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]), 6)[: 16 * SAMPLE_RATE]
     chunk = 2 * SAMPLE_RATE
-    row("is_quiet, 2 s", median_ms(lambda: is_quiet(buffer[:chunk]), 500))
+    row("chunk_gain (digital silence + peak), 2 s", median_ms(lambda: chunk_gain(buffer[:chunk]), 500))
     detector = shared_detector()
     detector.warm_up()
 

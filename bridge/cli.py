@@ -154,7 +154,7 @@ async def transcribe(args: argparse.Namespace) -> int:
         if not args.data_dir:
             settings = settings.model_copy(update={"store": "sqlite", "data_dir": Path(scratch)})
         services = build_services(settings, broadcaster=LocalHub())
-        await services.start()
+        await services.start(resume=bool(args.data_dir))
         failed = False
         try:
             tenant = await ensure_tenant(services)
@@ -164,6 +164,8 @@ async def transcribe(args: argparse.Namespace) -> int:
                 if args.format == "json":
                     print(json.dumps(result.to_json()), flush=True)
                 else:
+                    if result.error is not None:
+                        print(f"interview-bridge transcribe: {name}: {result.error}", file=sys.stderr, flush=True)
                     print(result.text, flush=True)
         finally:
             await services.close()

@@ -59,11 +59,15 @@ class Services:
     limits: RateLimiter = field(default_factory=RateLimiter)
     _background: set[asyncio.Task[object]] = field(default_factory=set)
 
-    async def start(self) -> None:
+    async def start(self, *, resume: bool = True) -> None:
+        """Open every backend; with `resume`, pending audio left by an earlier process is processed once the
+        engine is ready (a throwaway store has none, so the `transcribe` command passes False)."""
         await self.store.start()
         await self.broadcaster.start()
         await self.transcriber.start()
         await asyncio.to_thread(self.live.detector.warm_up)  # the first speech chunk should not pay for it
+        if not resume:
+            return
         task: asyncio.Task[object] = asyncio.create_task(self._resume_when_ready())
         self._background.add(task)
         task.add_done_callback(self._background.discard)

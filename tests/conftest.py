@@ -80,8 +80,10 @@ class KeepOpen:
     async def wait_ready(self) -> None:
         await self._inner.wait_ready()
 
-    async def transcribe(self, pcm: Any, *, language: str | None = None, prompt: str | None = None) -> Any:
-        return await self._inner.transcribe(pcm, language=language, prompt=prompt)
+    async def transcribe(
+        self, pcm: Any, *, language: str | None = None, prompt: str | None = None, draft: bool = False
+    ) -> Any:
+        return await self._inner.transcribe(pcm, language=language, prompt=prompt, draft=draft)
 
     async def close(self) -> None:
         return None

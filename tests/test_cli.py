@@ -53,6 +53,24 @@ def test_transcribe_text_prints_a_line_per_file(tmp_path: Path, capsys: pytest.C
     assert lines[1] == ""
 
 
+def test_transcribe_text_reports_errors_on_stderr_and_nothing_about_resuming(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """In text mode an undecodable file prints an empty stdout line and its error on stderr; a throwaway store
+    never reports resumed speaker streams."""
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF\x10\x00\x00\x00WAVEjunkjunk")
+    with caplog.at_level("INFO"):
+        code = main(["transcribe", str(SPEECH), str(broken), "--engine", "local", "--chunk-seconds", "2"])
+    assert code == 1
+    captured = capsys.readouterr()
+    lines = captured.out.split("\n")
+    assert "engineer" in lines[0].lower()
+    assert lines[1] == ""
+    assert f"{broken}: " in captured.err
+    assert "resumed" not in captured.err + caplog.text
+
+
 async def test_db_migrate_on_postgres(
     pg_dsn: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,7 +3,11 @@
 Only a cache: the truth is the speaker stream and the pending chunks in the store. Any process rebuilds it from
 there (the stream's `version` tells whether this copy is still current), and a rebuilt copy must decide exactly
 as this one would. So after the front is cut, speech tracking restarts from the new buffer start, chunk by
-chunk, with each chunk's energy-gate verdict: the same steps a rebuild from the store takes.
+chunk, each chunk at the gain it got when it arrived (computed on the whole chunk): the same steps a rebuild
+from the store takes.
+
+The speech model sees every chunk brought to a common peak level (`shared.audio.levels`), so a quiet
+microphone is detected like a loud one; the stored PCM keeps its own level.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from functions.process_audio.segmenter import chunk_index
+from shared.audio.levels import gain_to_peak, is_digital_silence, normalized
 from shared.audio.vad import SpeechDetector, VadTrack
 from shared.stt.base import Pcm
 
@@ -28,7 +33,7 @@ class SpeakerBuffer:
     pcm: Pcm = field(default_factory=lambda: _EMPTY)
     chunk_seqs: list[int] = field(default_factory=list)
     chunk_starts: list[int] = field(default_factory=list)
-    chunk_quiet: list[bool] = field(default_factory=list)
+    chunk_gains: list[float] = field(default_factory=list)  # 0.0 marks digital silence (the model is skipped)
     vad: VadTrack = field(init=False)
 
     def __post_init__(self) -> None:
@@ -38,16 +43,23 @@ class SpeakerBuffer:
     def total(self) -> int:
         return int(self.pcm.shape[0])
 
-    def append(self, sequence: int, pcm: Pcm, *, quiet: bool) -> None:
-        """Add one decoded chunk; a quiet chunk (energy gate, judged on the whole chunk) skips the speech model.
+    def append(self, sequence: int, pcm: Pcm, *, gain: float | None = None) -> None:
+        """Add one decoded chunk; its speech is detected at `gain` (default: `chunk_gain(pcm)`).
 
-        Runs the speech model: call it off the event loop.
+        Runs the speech model unless the chunk is digital silence: call it off the event loop.
         """
+        level = chunk_gain(pcm) if gain is None else gain
         self.chunk_seqs.append(sequence)
         self.chunk_starts.append(self.total)
-        self.chunk_quiet.append(quiet)
+        self.chunk_gains.append(level)
         self.pcm = np.concatenate([self.pcm, pcm]) if self.total else pcm.astype(np.float32, copy=False)
-        self.vad.extend(pcm, quiet=quiet)
+        self._track(pcm, level)
+
+    def _track(self, pcm: Pcm, gain: float) -> None:
+        if gain == 0.0:
+            self.vad.extend(pcm, silent=True)
+        else:
+            self.vad.extend(normalized(pcm, gain))
 
     def regions(self) -> list[tuple[int, int]]:
         return [(max(0, s), min(self.total, e)) for s, e in self.vad.regions() if min(self.total, e) > max(0, s)]
@@ -65,7 +77,7 @@ class SpeakerBuffer:
         """
         samples = min(samples, self.total)
         done: list[int] = []
-        kept: list[tuple[int, int, bool]] = []
+        kept: list[tuple[int, int, float]] = []
         offset_in_first = 0
         for i, seq in enumerate(self.chunk_seqs):
             start = self.chunk_starts[i]
@@ -75,13 +87,18 @@ class SpeakerBuffer:
                 continue
             if not kept:
                 offset_in_first = max(0, samples - start)
-            kept.append((seq, max(0, start - samples), self.chunk_quiet[i]))
+            kept.append((seq, max(0, start - samples), self.chunk_gains[i]))
         self.pcm = self.pcm[samples:]
         self.chunk_seqs = [seq for seq, _, _ in kept]
         self.chunk_starts = [start for _, start, _ in kept]
-        self.chunk_quiet = [quiet for _, _, quiet in kept]
+        self.chunk_gains = [gain for _, _, gain in kept]
         self.vad = VadTrack(self.detector)
-        for i, quiet in enumerate(self.chunk_quiet):
+        for i, gain in enumerate(self.chunk_gains):
             end = self.chunk_starts[i + 1] if i + 1 < len(self.chunk_starts) else self.total
-            self.vad.extend(self.pcm[self.chunk_starts[i] : end], quiet=quiet)
+            self._track(self.pcm[self.chunk_starts[i] : end], gain)
         return done, (self.chunk_seqs[0] if self.chunk_seqs else None), offset_in_first
+
+
+def chunk_gain(pcm: Pcm) -> float:
+    """The gain a whole chunk's speech is detected at; 0.0 for digital silence, which skips the model."""
+    return 0.0 if is_digital_silence(pcm) else gain_to_peak(pcm)

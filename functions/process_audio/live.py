@@ -17,16 +17,19 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
-from functions.process_audio.buffer import SpeakerBuffer
+from functions.process_audio.buffer import SpeakerBuffer, chunk_gain
 from functions.process_audio.segmenter import SAMPLES_PER_MS, SegmenterConfig, decide
+from functions.process_audio.utterance import transcribe_utterance
 from functions.transcript_bridge.service import deliver_entry
 from shared.access import in_closing_grace
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
-from shared.audio.vad import SpeechDetector, is_quiet, shared_detector
+from shared.audio.levels import normalized
+from shared.audio.vad import SpeechDetector, shared_detector
 from shared.broadcast.base import Broadcaster
 from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict, StoreConflict
 from shared.models import (
@@ -52,6 +55,8 @@ LEASE_SECONDS = 15.0  # a crashed worker's streams are taken over after this; re
 MAX_RETRIES = 5
 MAX_CACHED_SPEAKERS = 2_000  # past this, caches idle for IDLE_CACHE_SECONDS are dropped
 IDLE_CACHE_SECONDS = 600.0
+TYPICAL_CHUNK_MS = 2000  # what a skipped (missing) chunk counts for on the clock: a browser's usual timeslice
+LATE_LOOKBACK_CHUNKS = 256  # a late chunk's place is measured over at most this many chunks, then estimated
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +101,8 @@ class _SpeakerState:
     last_used: float = 0.0
 
 
-def _log_failure(task: asyncio.Task[tuple[list[TranscriptEntry], bool]]) -> None:
-    """A pump nobody awaits (timers, retries) still reports what went wrong; the audio stays pending."""
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """A pump or partial nobody awaits (timers, retries) still reports what went wrong; the audio stays pending."""
     if not task.cancelled() and task.exception() is not None:
         log.error("processing pending audio failed; it stays pending", exc_info=task.exception())
 
@@ -288,6 +293,9 @@ class LivePath:
                 return [], False
             try:
                 return await self._pump_locked(session, speaker, stream, state, final)
+            except BaseException:
+                state.buffer = None  # a half-absorbed buffer must not be reused
+                raise
             finally:
                 await self.store.release_stream(session.id, speaker, self.owner)
 
@@ -324,7 +332,7 @@ class LivePath:
                     for chunk in waiting:  # everything contiguous from this listing, one chunk at a time
                         if chunk.sequence_number != stream.next_sequence:
                             break
-                        entries.extend(await self._absorb(session, stream, state, buffer, chunk, final))
+                        entries.extend(await self._absorb(session, stream, state, buffer, chunk))
                     continue
                 if waiting:
                     gap_over = stream.gap_since is not None and (
@@ -342,6 +350,7 @@ class LivePath:
                     entries.extend(await self._cut(session, stream, buffer, final=True))
                 break
         except EngineUnavailable as exc:
+            state.buffer = None  # it holds chunks the store does not count as absorbed: rebuild it next time
             log.warning("engine unavailable for %s/%s: %s; audio stays pending", session.id, speaker, exc.detail)
             self._schedule_retry(session, speaker, final, exc.retry_after)
             return entries, True
@@ -372,10 +381,10 @@ class LivePath:
             if chunk.sequence_number >= stream.next_sequence:
                 break
             pcm = await self._chunk_pcm(session.id, stream, state, chunk.sequence_number)
-            quiet = is_quiet(pcm)  # judged on the whole chunk, as when it was first absorbed
+            gain = chunk_gain(pcm)  # judged on the whole chunk, as when it was first absorbed
             if chunk.sequence_number == stream.buffer_sequence:
                 pcm = pcm[stream.buffer_offset :]
-            await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm, quiet=quiet)
+            await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm, gain=gain)
         buffer.version = stream.version
         state.buffer = buffer
         return buffer
@@ -407,9 +416,12 @@ class LivePath:
         state: _SpeakerState,
         buffer: SpeakerBuffer,
         chunk: StoredChunk,
-        final: bool,
     ) -> list[TranscriptEntry]:
-        """Take the next chunk into the open utterance and let the segmenter decide."""
+        """Take the next chunk into the open utterance and let the segmenter decide.
+
+        Never a final decision, even while flushing: a backlog absorbed at `end` is cut at its pauses like live
+        audio, and only what is left after the last chunk is flushed as one utterance (by the caller).
+        """
         sequence = chunk.sequence_number
         try:
             pcm = await self._chunk_pcm(session.id, stream, state, sequence)
@@ -428,17 +440,17 @@ class LivePath:
             stream.buffer_sequence, stream.buffer_offset = sequence, 0
         done: list[int] = []
         if len(pcm):
-            quiet = is_quiet(pcm)
-            if quiet:
-                buffer.append(sequence, pcm, quiet=True)
+            gain = chunk_gain(pcm)
+            if gain == 0.0:  # digital silence: no model run, nothing to wait for
+                buffer.append(sequence, pcm, gain=gain)
             else:  # the speech model runs off the event loop
-                await asyncio.to_thread(buffer.append, sequence, pcm, quiet=False)
+                await asyncio.to_thread(buffer.append, sequence, pcm, gain=gain)
         else:
             done.append(sequence)
             state.decoded.pop(sequence, None)
             if buffer.total == 0:
                 stream.buffer_sequence = sequence + 1
-        return await self._cut(session, stream, buffer, final=final, extra_done=done)
+        return await self._cut(session, stream, buffer, final=False, extra_done=done)
 
     async def _cut(
         self,
@@ -460,7 +472,8 @@ class LivePath:
             audio = buffer.pcm[decision.drop : decision.speech_end]
             await self._renew(stream)
             prompt = await self._context(session, stream.speaker)
-            transcription = clean_transcription(await self._transcribe(audio, session.language, prompt))
+            regions = [(s - decision.drop, e - decision.drop) for s, e in buffer.regions()]
+            transcription = await self._transcribe_final(audio, regions, session.language, prompt)
             if transcription.text:
                 self._remember(session.id, stream.speaker, transcription.text)
                 new_entry = self._entry(
@@ -525,8 +538,7 @@ class LivePath:
         )
         made = await self._cut(session, stream, buffer, final=True) if buffer.total else []
         missing = next_present - stream.next_sequence
-        typical_ms = 2000
-        stream.buffer_start_ms += missing * typical_ms
+        stream.buffer_start_ms += missing * TYPICAL_CHUNK_MS
         stream.next_sequence = stream.buffer_sequence = next_present
         stream.buffer_offset = 0
         stream.gap_since = None
@@ -536,23 +548,27 @@ class LivePath:
     async def _late_chunk(
         self, session: Session, stream: SpeakerStream, state: _SpeakerState, sequence: int
     ) -> TranscriptEntry | None:
-        """A chunk that arrived after its gap was skipped: transcribed on its own, as an entry of its own."""
+        """A chunk that arrived after its gap was skipped: transcribed on its own, as an entry of its own, at
+        its place in the speaker's stream (so exports stay in spoken order), not at its arrival."""
         try:
             pcm = await self._chunk_pcm(session.id, stream, state, sequence)
         except InvalidAudio:
             pcm = np.zeros(0, dtype=np.float32)
         entry: NewEntry | None = None
-        if len(pcm) and not is_quiet(pcm):
+        gain = chunk_gain(pcm) if len(pcm) else 0.0
+        if gain:
             single = SpeakerBuffer(self.detector)
-            await asyncio.to_thread(single.append, sequence, pcm, quiet=False)
+            await asyncio.to_thread(single.append, sequence, pcm, gain=gain)
             regions = single.regions()
             if regions:
-                transcription = clean_transcription(await self._transcribe(pcm, session.language))
-                stored = await self.store.get_chunk(session.id, stream.speaker, sequence)
-                arrived = stored.received_at if stored else self.clock()
-                start_ms = max(0, int((arrived - session.created_at).total_seconds() * 1000) - len(pcm) // 16)
+                lead = self.config.segmenter.lead_pad_ms * SAMPLES_PER_MS
+                tail = self.config.segmenter.tail_pad_ms * SAMPLES_PER_MS
+                lo, hi = max(0, regions[0][0] - lead), min(len(pcm), regions[-1][1] + tail)
+                shifted = [(s - lo, e - lo) for s, e in regions]
+                transcription = await self._transcribe_final(pcm[lo:hi], shifted, session.language)
                 if transcription.text:
-                    end_ms = start_ms + len(pcm) // SAMPLES_PER_MS
+                    origin = await self._chunk_start_ms(session, stream, state, sequence)
+                    start_ms, end_ms = origin + lo // SAMPLES_PER_MS, origin + hi // SAMPLES_PER_MS
                     entry = self._entry(session, stream.speaker, (sequence, sequence), transcription, start_ms, end_ms)
         write = await self.store.save_stream(stream, self.owner, done_sequences=[sequence], entry=entry)
         if state.buffer is not None:
@@ -562,6 +578,26 @@ class LivePath:
             return None
         await deliver_entry(write, self.broadcaster)
         return write.entry
+
+    async def _chunk_start_ms(
+        self, session: Session, stream: SpeakerStream, state: _SpeakerState, sequence: int
+    ) -> int:
+        """Where chunk `sequence` (before the open utterance) starts on the session clock: back from the open
+        utterance's start by the length of every chunk in between. A chunk never stored counts as the
+        `typical_ms` the gap skip counted it as; so does any chunk beyond `LATE_LOOKBACK_CHUNKS`."""
+        position = stream.buffer_start_ms - stream.buffer_offset // SAMPLES_PER_MS
+        stored = {c.sequence_number for c in await self.store.list_chunks(session.id, stream.speaker)}
+        for earlier in range(stream.buffer_sequence - 1, sequence - 1, -1):
+            length_ms = TYPICAL_CHUNK_MS
+            if earlier in stored and stream.buffer_sequence - earlier <= LATE_LOOKBACK_CHUNKS:
+                try:
+                    length_ms = len(await self._chunk_pcm(session.id, stream, state, earlier)) // SAMPLES_PER_MS
+                except InvalidAudio:
+                    length_ms = 0
+                if earlier != sequence:
+                    state.decoded.pop(earlier, None)
+            position -= length_ms
+        return max(0, position)
 
     def _entry(
         self,
@@ -586,9 +622,19 @@ class LivePath:
             engine=self.transcriber.name,
         )
 
-    async def _transcribe(self, pcm: Pcm, language: str | None, prompt: str | None = None) -> Transcription:
+    async def _transcribe_final(
+        self, pcm: Pcm, regions: list[tuple[int, int]], language: str | None, prompt: str | None = None
+    ) -> Transcription:
+        transcription, calls = await transcribe_utterance(
+            self.transcriber, pcm, regions, language=language, prompt=prompt, config=self.config.segmenter
+        )
+        self.engine_calls += calls
+        return transcription
+
+    async def _transcribe_draft(self, pcm: Pcm, language: str | None) -> Transcription:
+        """A partial: the open utterance at a common level, decoded quickly (it will be replaced by the final)."""
         self.engine_calls += 1
-        return await self.transcriber.transcribe(pcm, language=language, prompt=prompt)
+        return clean_transcription(await self.transcriber.transcribe(normalized(pcm), language=language, draft=True))
 
     async def _context(self, session: Session, speaker: str) -> str | None:
         """The tail of what this speaker said before: Whisper keeps names and style across utterances."""
@@ -646,7 +692,7 @@ class LivePath:
 
         async def run() -> None:
             try:
-                result = clean_transcription(await self._transcribe(audio, session.language))
+                result = await self._transcribe_draft(audio, session.language)
             except EngineUnavailable:
                 return
             if not result.text:
@@ -659,6 +705,7 @@ class LivePath:
             )
 
         state.partial_task = asyncio.create_task(run())
+        state.partial_task.add_done_callback(_log_failure)
 
     # ------------------------------------------------------------------ session level
     async def flush_session(self, session: Session) -> list[TranscriptEntry]:

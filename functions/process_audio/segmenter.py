@@ -95,3 +95,43 @@ def _cut_in_pause(p0: int, p1: int, tail: int, chunk_starts: Sequence[int], star
         return None
     cut = max(earliest, first_allowed)
     return cut if cut < p1 else None
+
+
+def split_at_pauses(
+    regions: Sequence[tuple[int, int]], start: int, end: int, *, config: SegmenterConfig = SegmenterConfig()
+) -> list[tuple[int, int]]:
+    """Cut the utterance [`start`, `end`) into pieces for the engine, at pauses in its speech `regions`.
+
+    A pause of at least `min_pause_ms` ends a piece (as it ends an utterance on the live path), and a piece
+    longer than `max_utterance_ms` is cut at its widest pause, so a whole file sent as one chunk is decoded like
+    the same audio sent in 2 s chunks, and the model never decodes long gaps (where it invents text) or drops
+    speech past its 30 s window. Pieces keep `lead_pad_ms`/`tail_pad_ms` of context; no speech is left out.
+    """
+    inside = [(max(s, start), min(e, end)) for s, e in regions if min(e, end) > max(s, start)]
+    if not inside:
+        return [(start, end)] if end > start else []
+    groups: list[list[tuple[int, int]]] = [[inside[0]]]
+    for region in inside[1:]:
+        if region[0] - groups[-1][-1][1] >= config.min_pause_ms * SAMPLES_PER_MS:
+            groups.append([region])
+        else:
+            groups[-1].append(region)
+    limit = config.max_utterance_ms * SAMPLES_PER_MS
+    bounded: list[list[tuple[int, int]]] = []
+    for group in groups:
+        bounded.extend(_bound(group, limit))
+    lead, tail = config.lead_pad_ms * SAMPLES_PER_MS, config.tail_pad_ms * SAMPLES_PER_MS
+    pieces: list[tuple[int, int]] = []
+    for i, group in enumerate(bounded):
+        lo = start if i == 0 else max(group[0][0] - lead, (bounded[i - 1][-1][1] + group[0][0]) // 2)
+        hi = end if i == len(bounded) - 1 else min(group[-1][1] + tail, (group[-1][1] + bounded[i + 1][0][0]) // 2)
+        pieces.append((lo, hi))
+    return pieces
+
+
+def _bound(group: list[tuple[int, int]], limit: int) -> list[list[tuple[int, int]]]:
+    """Split a run of regions longer than `limit` samples at its widest pause, recursively."""
+    if group[-1][1] - group[0][0] <= limit or len(group) < 2:
+        return [group]
+    widest = max(range(1, len(group)), key=lambda i: group[i][0] - group[i - 1][1])
+    return _bound(group[:widest], limit) + _bound(group[widest:], limit)

@@ -2,12 +2,14 @@
 
 - `formats`: `inspect_chunk` / `stream_header`, the microsecond check run on the request path;
 - `decode`: `decode_chunk` (numpy for WAV, PyAV otherwise) and `StreamDecoder`, a per-stream cache;
-- `vad`: `is_quiet` (energy gate) and Silero VAD (`SpeechDetector`, incremental `VadTrack`).
+- `levels`: peak and RMS levels, digital silence, gain to a common level (so quiet speakers are heard);
+- `vad`: Silero VAD (`SpeechDetector`, incremental `VadTrack`).
 """
 
 from shared.audio.decode import StreamDecoder, decode_chunk
 from shared.audio.formats import AudioKind, ChunkFormat, inspect_chunk, stream_header
-from shared.audio.vad import SpeechDetector, VadTrack, is_quiet, rms_dbfs
+from shared.audio.levels import is_digital_silence, normalized, peak_dbfs, rms_dbfs
+from shared.audio.vad import SpeechDetector, VadTrack
 
 __all__ = [
     "AudioKind",
@@ -17,7 +19,9 @@ __all__ = [
     "VadTrack",
     "decode_chunk",
     "inspect_chunk",
-    "is_quiet",
+    "is_digital_silence",
+    "normalized",
+    "peak_dbfs",
     "rms_dbfs",
     "stream_header",
 ]

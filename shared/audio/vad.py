@@ -1,10 +1,11 @@
-"""Two gates before any transcription call: a cheap energy check, then Silero VAD.
+"""Speech detection with Silero VAD, independent of how loud the microphone is.
 
-The energy gate is microseconds and decides "nothing here" for silence and stationary noise (white, pink,
-brown, hum) up to about -30 dBFS RMS; it is deliberately generous to quiet speech, because a tone sweep or
-loud noise that passes it is caught by Silero. Silero (faster-whisper's bundled ONNX model, one thread)
-costs ~2 ms per second of audio; `VadTrack` keeps its recurrent state per speaker stream so each chunk is
-analysed once instead of re-running the whole pending buffer (measured in bench/audio_costs.py).
+No loudness threshold decides that audio holds no speech: quiet speakers (peaks of -45 dBFS and below) are
+speakers. The caller brings each chunk to a common peak level first (`shared.audio.levels`), and only digital
+silence skips the model. Silero (faster-whisper's bundled ONNX model, one thread) costs ~2 ms per second of
+audio and rejects white, pink and brown noise and hum at any level; `VadTrack` keeps its recurrent state per
+speaker stream so each chunk is analysed once instead of re-running the whole pending buffer
+(measured in bench/audio_costs.py).
 """
 
 from __future__ import annotations
@@ -21,39 +22,7 @@ from shared.stt.base import SAMPLE_RATE, Pcm
 
 WINDOW = 512  # Silero's window at 16 kHz: one probability per 32 ms
 _CONTEXT = 64  # samples of the previous window the model sees in front of each window
-_FRAME = 480  # 30 ms energy frames
-_LOUDEST = 3  # energy gate: the level that at least 3 frames (90 ms) reach; ignores single clicks
-_NOISE_MARGIN_DB = 2.0  # stationary noise at the threshold RMS reaches up to ~+1 dB in its loudest 90 ms
-_FLOOR_DB = -120.0
 _STATE_SHAPE = (1, 1, 128)
-
-
-def rms_dbfs(pcm: Pcm) -> float:
-    """RMS level in dB relative to full scale (a full-scale sine is -3); -120 for silence or no samples."""
-    if pcm.size == 0:
-        return _FLOOR_DB
-    power = float(np.mean(np.square(pcm, dtype=np.float64)))
-    return max(_FLOOR_DB, 10.0 * np.log10(power)) if power > 0 else _FLOOR_DB
-
-
-def loud_frames_dbfs(pcm: Pcm) -> float:
-    """Level of the loudest 90 ms in 30 ms frames (DC removed per frame): what speech reaches even when its
-    average is low because of pauses, and what stationary noise barely exceeds its own RMS."""
-    count = pcm.size // _FRAME
-    if count == 0:
-        return rms_dbfs(pcm - pcm.mean()) if pcm.size else _FLOOR_DB
-    frames = pcm[: count * _FRAME].reshape(count, _FRAME).astype(np.float64)
-    frames -= frames.mean(axis=1, keepdims=True)
-    power = np.mean(frames * frames, axis=1)
-    loud = float(np.partition(power, count - min(_LOUDEST, count))[count - min(_LOUDEST, count)])
-    return max(_FLOOR_DB, 10.0 * np.log10(loud)) if loud > 0 else _FLOOR_DB
-
-
-def is_quiet(pcm: Pcm, threshold_dbfs: float = -30.0) -> bool:
-    """True when nothing in the audio rises above stationary noise at `threshold_dbfs` RMS: silence, and
-    white/pink/brown noise or hum up to that level. Speech whose loudest 90 ms exceed the threshold by
-    2 dB is not quiet. Loud non-speech (a tone sweep, music) is not quiet either: Silero decides those."""
-    return loud_frames_dbfs(pcm) < threshold_dbfs + _NOISE_MARGIN_DB
 
 
 @dataclass(slots=True)
@@ -206,11 +175,11 @@ class VadTrack:
         """Samples of the buffer covered by whole windows (the tail under 512 samples waits)."""
         return self._win_base + self._probs.size * WINDOW - self._buf_start
 
-    def extend(self, pcm_new: Pcm, *, quiet: bool = False) -> None:
+    def extend(self, pcm_new: Pcm, *, silent: bool = False) -> None:
         """Append new audio and compute probabilities for the whole windows it completes.
 
-        `quiet` audio (the energy gate said so) is scored as silence without running the model: the per-chunk
-        cost of a silent stretch is then a few microseconds instead of a Silero pass.
+        `silent` audio (digital silence) is scored as silence without running the model: the per-chunk cost of
+        a muted microphone is then a few microseconds instead of a Silero pass.
         """
         self._buf_end += pcm_new.size
         joined = np.concatenate([self._tail, pcm_new.astype(np.float32, copy=False)])
@@ -218,7 +187,7 @@ class VadTrack:
         self._tail = joined[whole:].copy()
         if not whole:
             return
-        if quiet:
+        if silent:
             scored = np.zeros(whole // WINDOW, dtype=np.float32)
             self._state.context = joined[whole - _CONTEXT : whole].copy()
         else:

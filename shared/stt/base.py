@@ -48,8 +48,13 @@ class Transcriber(Protocol):
     async def wait_ready(self) -> None:
         """Return once `ready` is true; raises `EngineUnavailable` if loading failed."""
 
-    async def transcribe(self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None) -> Transcription:
-        """Transcribe one utterance. Raises `EngineUnavailable` when the engine cannot answer now."""
+    async def transcribe(
+        self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, draft: bool = False
+    ) -> Transcription:
+        """Transcribe one utterance. Raises `EngineUnavailable` when the engine cannot answer now.
+
+        `draft` asks for a quick decode (a partial line that the final will replace); engines may ignore it.
+        """
 
     async def close(self) -> None: ...
 

@@ -3,17 +3,12 @@
 Nothing is ever downloaded: the model directory comes from the installed package (or `WHISPER_MODEL`,
 another CTranslate2 Whisper directory) and is opened with `local_files_only=True`.
 
-Decode options (measured on the 23 real-speech clips of the development set, 304 words, tiny.en int8,
-2 threads, see `bench/engine_rtf.py`):
-- `beam_size=1` (greedy): WER 5.3% vs 8.2% at beam 5 on real speech, and ~15% less compute. Beam 5 wins on
-  espeak-ng synthetic utterances (15.4% vs 18.4%), which the data README says overstate errors; greedy
-  also keeps partials cheap. Pass `beam_size=5` to trade speed for that.
-- `without_timestamps=True`: WER 5.3% vs 5.9% with timestamps, fewer tokens to decode. The caller cuts
-  utterances at VAD pauses (<= ~15 s), so one segment per call is enough for the hallucination filter.
-- `temperature=0.0` only: no sampling fallback, so the same audio always gives the same text and a
-  noisy utterance never costs six decodes; `filters.clean_transcription` drops failed decodes instead.
-- `condition_on_previous_text=False`, `vad_filter=False` (the caller runs VAD), language "en" for an
-  English-only model; the caller's prompt (tail of committed text) becomes `initial_prompt`.
+Decode options. Finals decode as faster-whisper's own `transcribe()` does with its defaults (beam 5,
+temperature fallback on failed decodes, timestamps, conditioning on previous text): that is the reference users
+compare the bridge with (`bench/wer.py`). The caller cuts utterances at pauses into pieces of at most ~15 s,
+brings them to a common level and passes the speaker's previous text as the prompt. Drafts (partials, replaced
+by the final a moment later) are greedy, one temperature, no timestamps: ~3x cheaper.
+`vad_filter=False` (the caller runs VAD); language "en" for an English-only model.
 """
 
 from __future__ import annotations
@@ -44,7 +39,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BEAM_SIZE = 1
+DEFAULT_BEAM_SIZE = 5
+FALLBACK_TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 LOADING_RETRY_AFTER_S = 2
 LOCAL_INSTALL_HINT = "install the `local` extra: pip install 'interview-bridge[local]'"
 
@@ -178,7 +174,9 @@ class LocalTranscriber:
         # shield: a caller that stops waiting must not cancel the load for everyone else.
         await asyncio.shield(asyncio.wrap_future(future))
 
-    async def transcribe(self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None) -> Transcription:
+    async def transcribe(
+        self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, draft: bool = False
+    ) -> Transcription:
         """Decode one utterance in the engine's worker pool; EngineUnavailable until the model is loaded."""
         model = self._model
         if self._closed:
@@ -193,7 +191,7 @@ class LocalTranscriber:
         lang = "en" if self._english_only else language
         if samples.size == 0:
             return Transcription(text="", language=lang)
-        job = functools.partial(self._transcribe_sync, model, samples, lang, trim_prompt(prompt))
+        job = functools.partial(self._transcribe_sync, model, samples, lang, trim_prompt(prompt), draft)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor, job)
         except RuntimeError as exc:
@@ -201,17 +199,17 @@ class LocalTranscriber:
                 raise EngineUnavailable("the local engine is closed") from exc
             raise
 
-    def _transcribe_sync(self, model: Any, samples: Pcm, language: str | None, prompt: str | None) -> Transcription:
+    def _transcribe_sync(
+        self, model: Any, samples: Pcm, language: str | None, prompt: str | None, draft: bool
+    ) -> Transcription:
         duration = len(samples) / SAMPLE_RATE
+        options: dict[str, Any] = (
+            {"beam_size": 1, "temperature": 0.0, "without_timestamps": True}
+            if draft
+            else {"beam_size": self.beam_size, "temperature": list(FALLBACK_TEMPERATURES)}
+        )
         raw_segments, info = model.transcribe(
-            samples,
-            language=language,
-            beam_size=self.beam_size,
-            temperature=0.0,
-            condition_on_previous_text=False,
-            without_timestamps=True,
-            vad_filter=False,
-            initial_prompt=prompt,
+            samples, language=language, vad_filter=False, initial_prompt=prompt, **options
         )
         segments = tuple(
             Segment(

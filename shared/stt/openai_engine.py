@@ -123,7 +123,9 @@ class OpenAITranscriber(ReadyAtOnce):
             http_client=cast(Any, self._http),
         )
 
-    async def transcribe(self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None) -> Transcription:
+    async def transcribe(
+        self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, draft: bool = False
+    ) -> Transcription:
         """Upload one utterance; EngineUnavailable on a bad key, rate limit, server error or timeout."""
         duration = len(pcm) / SAMPLE_RATE
         if duration < MIN_DURATION_S:

@@ -61,7 +61,9 @@ class SimulatedTranscriber(ReadyAtOnce):
             raise ValueError("latency_ms must be >= 0")
         self.latency_ms = latency_ms
 
-    async def transcribe(self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None) -> Transcription:
+    async def transcribe(
+        self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, draft: bool = False
+    ) -> Transcription:
         """Wait `latency_ms`, then describe the audio deterministically (its duration and a word list)."""
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)

@@ -13,6 +13,11 @@ from shared.stt.openai_engine import OpenAITranscriber
 from tests.helpers import FIXTURES, bearer, load_pcm, new_session, new_tenant, post_chunk, wav_chunks
 from tests.stt.test_openai import API, KEY, VERBOSE_JSON
 
+FIRST_SENTENCE: dict[str, Any] = {
+    **VERBOSE_JSON,
+    "text": "Another engineer rushed toward the door.",
+    "segments": [{**VERBOSE_JSON["segments"][0], "text": " Another engineer rushed toward the door."}],
+}
 SERVER_ERROR = {
     "error": {
         "message": "The server had an error while processing your request.",
@@ -25,10 +30,14 @@ SERVER_ERROR = {
 
 async def test_engine_outage_is_queued_then_recovered(app_client: Callable[..., Any]) -> None:
     """With the OpenAI API answering 500, a chunk is `queued`; once it answers again the entry appears unasked."""
-    whole = wav_chunks(load_pcm(FIXTURES / "live" / "two_sentences.flac"), 0)[0]
+    whole = wav_chunks(load_pcm(FIXTURES / "live" / "two_sentences.flac"), 0)[0]  # two sentences: two engine calls
     with respx.mock(base_url=API, assert_all_mocked=True) as api:
         route = api.post("/audio/transcriptions")
-        route.side_effect = [httpx.Response(500, json=SERVER_ERROR), httpx.Response(200, json=VERBOSE_JSON)]
+        route.side_effect = [
+            httpx.Response(500, json=SERVER_ERROR),
+            httpx.Response(200, json=FIRST_SENTENCE),
+            httpx.Response(200, json=VERBOSE_JSON),
+        ]
         engine = OpenAITranscriber(KEY, max_retries=0)
         async with app_client(transcriber=engine, stt_engine="openai", engine_retry_s=0.2) as client:
             _, key = await new_tenant(client)
@@ -44,5 +53,7 @@ async def test_engine_outage_is_queued_then_recovered(app_client: Callable[..., 
                 if entries:
                     break
         await engine.close()
-    assert [e["text"] for e in entries] == ["I tell you it is not poison, she cried."]
-    assert route.call_count == 2
+    assert [e["text"] for e in entries] == [
+        "Another engineer rushed toward the door. I tell you it is not poison, she cried."
+    ]
+    assert route.call_count == 3

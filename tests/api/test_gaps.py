@@ -47,3 +47,9 @@ async def test_gap_holds_later_chunks_then_is_skipped(
         assert [e["last_sequence"] for e in late.json()["entries"]] == [3]
         session = await client.get(f"/sessions/{session_id}", headers=bearer(token))
         assert session.json()["next_sequence"] == {"candidate": 6}
+        spoken = await transcript(client, token, session_id)
+    assert [e["first_sequence"] for e in spoken] == [0, 3, 4], "the latecomer sits where it was spoken"
+    first, late, after = spoken
+    assert first["end_ms"] <= late["start_ms"] < late["end_ms"] <= after["end_ms"]
+    # chunk 3 covers 6-8 s of the speaker's stream; the first entry starts 0.63 s in (speech at 0.93 s, 0.3 s lead)
+    assert 6000 - 630 <= late["start_ms"] - first["start_ms"] < 8000 - 630

@@ -9,7 +9,7 @@ import pytest
 
 from shared.audio.decode import StreamDecoder, decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
-from shared.audio.vad import rms_dbfs
+from shared.audio.levels import rms_dbfs
 from shared.errors import InvalidAudio
 from shared.stt.base import SAMPLE_RATE
 from tests.audio.support import PHRASE_SECONDS, chunks, decode_file, read, tone, wav_bytes

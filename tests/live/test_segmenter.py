@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from functions.process_audio.segmenter import Decision, SegmenterConfig, decide
+import itertools
+
+from functions.process_audio.segmenter import Decision, SegmenterConfig, decide, split_at_pauses
 
 S = 16  # samples per millisecond
 CHUNK = 2000 * S
@@ -90,3 +92,29 @@ def test_small_leading_silence_is_not_trimmed_alone() -> None:
     """Leading silence under 0.5 s is left in place while the utterance is open (each trim re-runs the VAD)."""
     assert decide(4000 * S, [(700 * S, 4000 * S)], chunk_starts(4000), final=False) == Decision(drop=0)
     assert decide(4000 * S, [(900 * S, 4000 * S)], chunk_starts(4000), final=False) == Decision(drop=600 * S)
+
+
+def test_an_utterance_is_split_for_the_engine_at_its_real_pauses() -> None:
+    """A whole file's speech is cut into pieces at pauses of 0.8 s or more; short pauses stay inside a piece."""
+    regions = [(500 * S, 3000 * S), (3400 * S, 6000 * S), (8000 * S, 10_000 * S)]
+    pieces = split_at_pauses(regions, 200 * S, 10_300 * S)
+    assert pieces == [(200 * S, 6300 * S), (7700 * S, 10_300 * S)]
+
+
+def test_a_long_stretch_without_pauses_is_split_at_its_widest_gap() -> None:
+    """Speech longer than 15 s with only short pauses is cut at the widest of them, never mid-word."""
+    regions = [(i * 2000 * S, (i * 2000 + 1700 - (200 if i == 5 else 0)) * S) for i in range(12)]
+    pieces = split_at_pauses(regions, 0, 24_000 * S)
+    assert len(pieces) == 2
+    assert 11_500 * S <= pieces[0][1] <= 12_000 * S and pieces[1][0] == pieces[0][1]  # the 0.5 s gap after 11.5 s
+    assert all(hi - lo <= 15_000 * S for lo, hi in pieces)
+
+
+def test_no_speech_is_left_out_of_the_pieces() -> None:
+    """Every speech region lies wholly inside one piece, and the pieces are in order without overlap."""
+    regions = [(100 * S, 900 * S), (2000 * S, 2300 * S), (2400 * S, 9000 * S), (12_000 * S, 30_000 * S)]
+    pieces = split_at_pauses(regions, 0, 31_000 * S)
+    for start, end in regions:
+        covering = [p for p in pieces if p[0] < end and p[1] > start]
+        assert sum(min(end, hi) - max(start, lo) for lo, hi in covering) == end - start
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(pieces))

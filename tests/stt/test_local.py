@@ -173,20 +173,24 @@ async def test_start_loads_in_background_and_ready_flips(fake_model: type[FakeWh
 
 
 async def test_decode_options_sent_to_faster_whisper(fake_model: type[FakeWhisperModel]) -> None:
-    """The engine decodes with the chosen options: greedy, no VAD, no conditioning, English, prompt as initial_prompt."""
+    """Finals decode as faster-whisper's defaults (beam 5, temperature fallback, timestamps), drafts greedily; no
+    VAD, English, prompt as initial_prompt."""
     engine = LocalTranscriber()
     engine.load()
     await engine.transcribe(np.ones(SAMPLE_RATE, dtype=np.float32) * 0.1, language="de", prompt="  so far   so good ")
     options = engine._model.calls[-1]
-    assert options["beam_size"] == 1
+    assert options["beam_size"] == 5
+    assert options["temperature"] == [0.0, 0.2, 0.4, 0.6, 0.8, 1.0]
+    assert "without_timestamps" not in options and "condition_on_previous_text" not in options  # the defaults
     assert options["vad_filter"] is False
-    assert options["condition_on_previous_text"] is False
-    assert options["without_timestamps"] is True
     assert options["language"] == "en"  # an English-only model ignores other languages
     assert options["initial_prompt"] == "so far so good"
     assert engine._model.kwargs["compute_type"] == "int8"
     assert engine._model.kwargs["device"] == "cpu"
     assert engine._model.kwargs["local_files_only"] is True
+    await engine.transcribe(np.ones(SAMPLE_RATE, dtype=np.float32) * 0.1, draft=True)
+    draft = engine._model.calls[-1]
+    assert (draft["beam_size"], draft["temperature"], draft["without_timestamps"]) == (1, 0.0, True)
     await engine.close()
 
 
