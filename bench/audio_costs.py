@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.process_audio.buffer import chunk_gain
+from functions.process_audio.buffer import chunk_gains
 from shared.audio.decode import StreamDecoder, decode_chunk
 from shared.audio.formats import inspect_chunk, stream_header
 from shared.audio.vad import VadTrack, shared_detector
@@ -82,7 +82,7 @@ def main() -> None:
     speech = decode_chunk((FIXTURES / "phrase_16k_s16.wav").read_bytes(), fmt16)
     buffer = np.tile(np.concatenate([speech, np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]), 6)[: 16 * SAMPLE_RATE]
     chunk = 2 * SAMPLE_RATE
-    row("chunk_gain (digital silence + peak), 2 s", median_ms(lambda: chunk_gain(buffer[:chunk]), 500))
+    row("chunk_gains (digital silence + gain curve), 2 s", median_ms(lambda: chunk_gains(buffer[:chunk]), 500))
     detector = shared_detector()
     detector.warm_up()
 

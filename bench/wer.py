@@ -374,6 +374,7 @@ def main() -> None:
     parser.add_argument("--engine", default="local", help="engine of the bridge modes (bare is always tiny.en)")
     parser.add_argument("--chunk-seconds", type=float, default=2.0)
     parser.add_argument("--limit", type=int, default=None, help="at most N files per shape and level")
+    parser.add_argument("--dump", type=Path, default=None, help="write every file's reference and texts as JSON")
     args = parser.parse_args()
     shapes = [s for s in args.shapes.split(",") if s]
     modes = [m for m in args.modes.split(",") if m]
@@ -405,6 +406,12 @@ def main() -> None:
             f"load {run.load_seconds:.1f} s{cached}"
         )
 
+    if args.dump is not None:
+        dump = {
+            item.id: {"reference": item.reference, **{mode: run.outcomes[item.id].text for mode, run in runs.items()}}
+            for item in items
+        }
+        args.dump.write_text(json.dumps(dump, indent=1), encoding="utf-8")
     chunk_label = f"{args.chunk_seconds:g} s chunks"
     speech = speech_table(speech_rows(items, runs), chunk_label)
     noise_found = noise_rows(items, runs)

@@ -15,13 +15,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from functions.process_audio.segmenter import chunk_index
-from shared.audio.levels import gain_to_peak, is_digital_silence, normalized
+from shared.audio.levels import apply_block_gains, block_gains
 from shared.audio.vad import SpeechDetector, VadTrack
 from shared.stt.base import Pcm
 
 _EMPTY: Pcm = np.zeros(0, dtype=np.float32)
+Gains = npt.NDArray[np.float32]
 
 
 @dataclass
@@ -33,7 +35,8 @@ class SpeakerBuffer:
     pcm: Pcm = field(default_factory=lambda: _EMPTY)
     chunk_seqs: list[int] = field(default_factory=list)
     chunk_starts: list[int] = field(default_factory=list)
-    chunk_gains: list[float] = field(default_factory=list)  # 0.0 marks digital silence (the model is skipped)
+    chunk_gains: list[Gains] = field(default_factory=list)  # per chunk; empty for digital silence (model skipped)
+    chunk_offsets: list[int] = field(default_factory=list)  # samples of the chunk's audio before this buffer's copy
     vad: VadTrack = field(init=False)
 
     def __post_init__(self) -> None:
@@ -43,23 +46,25 @@ class SpeakerBuffer:
     def total(self) -> int:
         return int(self.pcm.shape[0])
 
-    def append(self, sequence: int, pcm: Pcm, *, gain: float | None = None) -> None:
-        """Add one decoded chunk; its speech is detected at `gain` (default: `chunk_gain(pcm)`).
+    def append(self, sequence: int, pcm: Pcm, *, gains: Gains | None = None, offset: int = 0) -> None:
+        """Add one decoded chunk, or its tail from `offset` on; its speech is detected at `gains` (computed on the
+        whole chunk: default `chunk_gains(pcm)`, valid only for a whole chunk).
 
         Runs the speech model unless the chunk is digital silence: call it off the event loop.
         """
-        level = chunk_gain(pcm) if gain is None else gain
+        levels = chunk_gains(pcm) if gains is None else gains
         self.chunk_seqs.append(sequence)
         self.chunk_starts.append(self.total)
-        self.chunk_gains.append(level)
+        self.chunk_gains.append(levels)
+        self.chunk_offsets.append(offset)
         self.pcm = np.concatenate([self.pcm, pcm]) if self.total else pcm.astype(np.float32, copy=False)
-        self._track(pcm, level)
+        self._track(pcm, levels, offset)
 
-    def _track(self, pcm: Pcm, gain: float) -> None:
-        if gain == 0.0:
+    def _track(self, pcm: Pcm, gains: Gains, offset: int) -> None:
+        if gains.size == 0:
             self.vad.extend(pcm, silent=True)
         else:
-            self.vad.extend(normalized(pcm, gain))
+            self.vad.extend(apply_block_gains(pcm, gains, offset))
 
     def regions(self) -> list[tuple[int, int]]:
         return [(max(0, s), min(self.total, e)) for s, e in self.vad.regions() if min(self.total, e) > max(0, s)]
@@ -77,7 +82,7 @@ class SpeakerBuffer:
         """
         samples = min(samples, self.total)
         done: list[int] = []
-        kept: list[tuple[int, int, float]] = []
+        kept: list[tuple[int, int, Gains, int]] = []
         offset_in_first = 0
         for i, seq in enumerate(self.chunk_seqs):
             start = self.chunk_starts[i]
@@ -87,18 +92,21 @@ class SpeakerBuffer:
                 continue
             if not kept:
                 offset_in_first = max(0, samples - start)
-            kept.append((seq, max(0, start - samples), self.chunk_gains[i]))
+            cut_into = max(0, samples - start)
+            kept.append((seq, max(0, start - samples), self.chunk_gains[i], self.chunk_offsets[i] + cut_into))
         self.pcm = self.pcm[samples:]
-        self.chunk_seqs = [seq for seq, _, _ in kept]
-        self.chunk_starts = [start for _, start, _ in kept]
-        self.chunk_gains = [gain for _, _, gain in kept]
+        self.chunk_seqs = [seq for seq, _, _, _ in kept]
+        self.chunk_starts = [start for _, start, _, _ in kept]
+        self.chunk_gains = [gains for _, _, gains, _ in kept]
+        self.chunk_offsets = [offset for _, _, _, offset in kept]
         self.vad = VadTrack(self.detector)
-        for i, gain in enumerate(self.chunk_gains):
+        for i, gains in enumerate(self.chunk_gains):
             end = self.chunk_starts[i + 1] if i + 1 < len(self.chunk_starts) else self.total
-            self._track(self.pcm[self.chunk_starts[i] : end], gain)
+            self._track(self.pcm[self.chunk_starts[i] : end], gains, self.chunk_offsets[i])
         return done, (self.chunk_seqs[0] if self.chunk_seqs else None), offset_in_first
 
 
-def chunk_gain(pcm: Pcm) -> float:
-    """The gain a whole chunk's speech is detected at; 0.0 for digital silence, which skips the model."""
-    return 0.0 if is_digital_silence(pcm) else gain_to_peak(pcm)
+def chunk_gains(pcm: Pcm) -> Gains:
+    """The gain curve a whole chunk's speech is detected at (`levels.block_gains`); empty for digital silence,
+    which skips the model."""
+    return block_gains(pcm)

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from functions.process_audio.buffer import SpeakerBuffer, chunk_gain
+from functions.process_audio.buffer import SpeakerBuffer, chunk_gains
 from functions.process_audio.segmenter import SAMPLES_PER_MS, SegmenterConfig, decide
 from functions.process_audio.utterance import transcribe_utterance
 from functions.transcript_bridge.service import deliver_entry
 from shared.access import in_closing_grace
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
-from shared.audio.levels import normalized
+from shared.audio.levels import for_engine
 from shared.audio.vad import SpeechDetector, shared_detector
 from shared.broadcast.base import Broadcaster
 from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict, StoreConflict
@@ -381,10 +381,9 @@ class LivePath:
             if chunk.sequence_number >= stream.next_sequence:
                 break
             pcm = await self._chunk_pcm(session.id, stream, state, chunk.sequence_number)
-            gain = chunk_gain(pcm)  # judged on the whole chunk, as when it was first absorbed
-            if chunk.sequence_number == stream.buffer_sequence:
-                pcm = pcm[stream.buffer_offset :]
-            await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm, gain=gain)
+            gains = chunk_gains(pcm)  # judged on the whole chunk, as when it was first absorbed
+            offset = stream.buffer_offset if chunk.sequence_number == stream.buffer_sequence else 0
+            await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm[offset:], gains=gains, offset=offset)
         buffer.version = stream.version
         state.buffer = buffer
         return buffer
@@ -440,11 +439,11 @@ class LivePath:
             stream.buffer_sequence, stream.buffer_offset = sequence, 0
         done: list[int] = []
         if len(pcm):
-            gain = chunk_gain(pcm)
-            if gain == 0.0:  # digital silence: no model run, nothing to wait for
-                buffer.append(sequence, pcm, gain=gain)
+            gains = chunk_gains(pcm)
+            if gains.size == 0:  # digital silence: no model run, nothing to wait for
+                buffer.append(sequence, pcm, gains=gains)
             else:  # the speech model runs off the event loop
-                await asyncio.to_thread(buffer.append, sequence, pcm, gain=gain)
+                await asyncio.to_thread(buffer.append, sequence, pcm, gains=gains)
         else:
             done.append(sequence)
             state.decoded.pop(sequence, None)
@@ -555,10 +554,9 @@ class LivePath:
         except InvalidAudio:
             pcm = np.zeros(0, dtype=np.float32)
         entry: NewEntry | None = None
-        gain = chunk_gain(pcm) if len(pcm) else 0.0
-        if gain:
+        if len(pcm):
             single = SpeakerBuffer(self.detector)
-            await asyncio.to_thread(single.append, sequence, pcm, gain=gain)
+            await asyncio.to_thread(single.append, sequence, pcm)
             regions = single.regions()
             if regions:
                 lead = self.config.segmenter.lead_pad_ms * SAMPLES_PER_MS
@@ -634,7 +632,7 @@ class LivePath:
     async def _transcribe_draft(self, pcm: Pcm, language: str | None) -> Transcription:
         """A partial: the open utterance at a common level, decoded quickly (it will be replaced by the final)."""
         self.engine_calls += 1
-        return clean_transcription(await self.transcriber.transcribe(normalized(pcm), language=language, draft=True))
+        return clean_transcription(await self.transcriber.transcribe(for_engine(pcm), language=language, draft=True))
 
     async def _context(self, session: Session, speaker: str) -> str | None:
         """The tail of what this speaker said before: Whisper keeps names and style across utterances."""

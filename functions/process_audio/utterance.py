@@ -3,8 +3,9 @@
 Why each step:
 - pieces at pauses: the engine never decodes long gaps (where Whisper invents text) and never gets more than
   its 30 s window at once (a whole file sent as one chunk would otherwise lose speech past it);
-- a common peak level: Whisper's log-mel input has a fixed floor, so a quiet microphone decodes worse than a
-  loud one with the same words; lifting each piece to the same peak makes the level not matter;
+- a common peak level over a fixed noise floor (`levels.for_engine`): Whisper's log-mel input has a fixed floor,
+  so a quiet microphone decodes worse than a loud one with the same words; lifting each piece to the same peak
+  over the same floor makes the level not matter;
 - each piece is prompted with the text before it (the speaker's earlier lines, then the previous pieces), as
   the model's own long-form decoding conditions on previous text.
 """
@@ -15,7 +16,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from functions.process_audio.segmenter import SegmenterConfig, split_at_pauses
-from shared.audio.levels import normalized
+from shared.audio.levels import for_engine
 from shared.stt.base import SAMPLE_RATE, Pcm, Segment, Transcriber, Transcription
 from shared.stt.filters import clean_text, clean_transcription, confidence_of
 
@@ -38,7 +39,7 @@ async def transcribe_utterance(
     detected: str | None = None
     for lo, hi in pieces:
         context = " ".join(t for t in [prompt or "", *texts] if t).strip() or None
-        raw = await transcriber.transcribe(normalized(pcm[lo:hi]), language=language, prompt=context)
+        raw = await transcriber.transcribe(for_engine(pcm[lo:hi]), language=language, prompt=context)
         piece = clean_transcription(raw)
         detected = detected or piece.language
         if piece.text:

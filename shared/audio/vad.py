@@ -92,7 +92,7 @@ class SpeechDetector:
         *,
         threshold: float = 0.5,
         min_silence_ms: float = 100.0,
-        min_speech_ms: float = 250.0,
+        min_speech_ms: float = 100.0,
         pad_ms: float = 30.0,
         total_samples: int | None = None,
     ) -> list[tuple[int, int]]:
@@ -213,7 +213,7 @@ class VadTrack:
         *,
         threshold: float = 0.5,
         min_silence_ms: float = 100.0,
-        min_speech_ms: float = 250.0,
+        min_speech_ms: float = 100.0,
         pad_ms: float = 30.0,
     ) -> list[tuple[int, int]]:
         """Speech regions (start, end) in samples from the buffer start, as `SpeechDetector.speech_regions`."""

@@ -195,3 +195,14 @@ def test_drop_rejects_a_negative_count_and_clamps_past_the_end() -> None:
     assert track.samples == 0 and track.regions() == []
     with pytest.raises(ValueError, match="non-negative"):
         track.drop(-1)
+
+
+def test_a_short_word_alone_between_pauses_is_speech() -> None:
+    """A one-syllable answer (about 0.2 s of speech between pauses, like "yes" or "up") is kept as a region."""
+    speech = decode_file("phrase_16k_s16.wav")
+    chunk = np.zeros(N, dtype=np.float32)
+    chunk[10_000:13_500] = speech[6_400:9_900]
+    track = VadTrack()
+    track.extend(chunk)
+    assert track.regions()
+    assert track.regions(min_speech_ms=250) == []  # what the default used to drop
