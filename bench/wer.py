@@ -256,19 +256,33 @@ class NoiseRow:
     talkers: dict[str, list[str]]
 
 
+def speech_row(shape: str, level: str, members: list[Item], runs: dict[str, ModeRun]) -> SpeechRow:
+    """Corpus WER of `members` pooled (errors over reference words), per mode."""
+    ref_words = sum(words(m.reference) for m in members)
+    row = SpeechRow(shape, level, len(members), sum(m.seconds for m in members), ref_words, {}, {}, {})
+    for mode, run in runs.items():
+        outcomes = [run.outcomes[m.id] for m in members]
+        row.wer[mode] = corpus_wer([(m.reference, o.text) for m, o in zip(members, outcomes, strict=True)])
+        row.empty[mode] = sum(words(o.text) == 0 for o in outcomes)
+        row.calls[mode] = sum(o.calls for o in outcomes)
+    return row
+
+
 def speech_rows(items: list[Item], runs: dict[str, ModeRun]) -> list[SpeechRow]:
-    rows = []
-    for (shape, level), members in groups(items).items():
-        if shape not in SPEECH_SHAPES:
-            continue
-        ref_words = sum(words(m.reference) for m in members)
-        row = SpeechRow(shape, level, len(members), sum(m.seconds for m in members), ref_words, {}, {}, {})
-        for mode, run in runs.items():
-            outcomes = [run.outcomes[m.id] for m in members]
-            row.wer[mode] = corpus_wer([(m.reference, o.text) for m, o in zip(members, outcomes, strict=True)])
-            row.empty[mode] = sum(words(o.text) == 0 for o in outcomes)
-            row.calls[mode] = sum(o.calls for o in outcomes)
-        rows.append(row)
+    """One row per shape and level, then pooled rows: per shape over all levels, per level over both shapes
+    (what the acceptance compares: each level against the best, each shape's chunks against its whole files)."""
+    speech = {key: members for key, members in groups(items).items() if key[0] in SPEECH_SHAPES}
+    rows = [speech_row(shape, level, members, runs) for (shape, level), members in speech.items()]
+    shapes = sorted({shape for shape, _ in speech}, key=SPEECH_SHAPES.index)
+    levels = list(dict.fromkeys(level for _, level in speech))
+    if len(levels) > 1:
+        for shape in shapes:
+            pooled = [m for (s, _), members in speech.items() if s == shape for m in members]
+            rows.append(speech_row(shape, "all", pooled, runs))
+    if len(shapes) > 1:
+        for level in levels:
+            pooled = [m for (_, lv), members in speech.items() if lv == level for m in members]
+            rows.append(speech_row("both", level, pooled, runs))
     return rows
 
 

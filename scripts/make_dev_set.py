@@ -7,8 +7,8 @@ beside a .wav or .flac; a clip whose normalised reference is already in is skipp
 
 - `utterances/peak<L>/`: every clip with its peak re-levelled to L = -3, -30, -45, -55 dBFS; a fixed third of
   them (the same at every level) with room noise 20-25 dB under their active speech level first.
-- `streams/peak<L>/`: 2 continuous streams of ~90-110 s per level, each made of about half the real clips in a
-  fixed shuffled order, joined with 0.3-6 s pauses (seeded) over one continuous room noise. Every clip is
+- `streams/peak<L>/`: 4 continuous streams of ~90-110 s per level (two rounds: in each, every real clip is used
+  once, split over 2 streams), each made of about half the real clips in a fixed shuffled order, joined with 0.3-6 s pauses (seeded) over one continuous room noise. Every clip is
   re-levelled to L first, as one microphone hears one speaker. The room sits 50 dB under the peak, but never
   below -90 dBFS RMS (one 16-bit step): a microphone's self-noise and the converter's floor do not drop with
   the speaker, so a quiet speaker is also a noisier one (under 20 dB SNR at -55).
@@ -65,6 +65,7 @@ SPEECH_PEAKS = (-3, -30, -45, -55)
 NOISY_FRACTION = 1 / 3
 SNR_RANGE_DB = (20.0, 25.0)
 STREAM_COUNT = 2
+STREAM_ROUNDS = 2  # each round uses every real clip once, in its own order and with its own pauses
 PAUSE_RANGE_S = (0.3, 6.0)
 STREAM_NOISE_BELOW_PEAK_DB = 50.0
 MIC_FLOOR_RMS_DBFS = -90.0
@@ -84,6 +85,8 @@ FIXTURE_CLIPS = (
     ("real/pyroomacoustics/cmu_arctic_us_aew_a0001.wav", "cmu_arctic_aew_a0001.wav"),
     ("real/pyroomacoustics/cmu_arctic_us_axb_a0005.wav", "cmu_arctic_axb_a0005.wav"),
     ("real/speechbrain/LJ050-0131.wav", "ljspeech_LJ050-0131.wav"),
+    ("real/arm_ml_eval_kit/yes_no_go_stop.wav", "speechcommands_yes_no_go_stop.wav"),
+    ("real/arm_ml_eval_kit/right_left_up.wav", "speechcommands_right_left_up.wav"),
 )
 FIXTURE_DIR = REPO / "tests" / "fixtures" / "speech"
 
@@ -187,9 +190,9 @@ def utterances(clips: list[Clip]) -> list[Row]:
     return rows
 
 
-def split_streams(clips: list[Clip]) -> list[list[Clip]]:
+def split_streams(clips: list[Clip], seed: int = SEED) -> list[list[Clip]]:
     """A fixed shuffle, each clip to the stream with the least speech so far: streams of about equal length."""
-    order = np.random.default_rng(SEED).permutation(len(clips))
+    order = np.random.default_rng(seed).permutation(len(clips))
     streams: list[list[Clip]] = [[] for _ in range(STREAM_COUNT)]
     for index in order:
         shortest = min(streams, key=lambda s: sum(c.pcm.size for c in s))
@@ -203,7 +206,8 @@ def stream_noise_rms(peak: int) -> float:
 
 def streams(clips: list[Clip]) -> list[Row]:
     rows = []
-    for number, members in enumerate(split_streams(clips), start=1):
+    rounds = [split_streams(clips, SEED + round_) for round_ in range(STREAM_ROUNDS)]
+    for number, members in enumerate((members for split in rounds for members in split), start=1):
         pauses = [float(p) for p in np.random.default_rng(SEED + number).uniform(*PAUSE_RANGE_S, len(members) + 1)]
         reference = " ".join(c.reference for c in members)
         for peak in SPEECH_PEAKS:

@@ -62,9 +62,14 @@ def decide(
     start_chunk = chunk_index(chunk_starts, start)
     min_pause = config.min_pause_ms * SAMPLES_PER_MS
 
-    # Trailing pause long enough: the utterance is over; cut at the end of the buffer.
+    # Trailing pause long enough: the utterance is over. Cut near the end of the buffer, but keep its last
+    # `lead_pad_ms` where the next word may be starting (the detector needs a few windows to call it speech),
+    # unless that tail lies in the chunk this utterance started in (entry keys stay unique).
     if total - regions[-1][1] >= min_pause:
-        return Decision(drop=start, cut=total, speech_end=min(total, regions[-1][1] + tail))
+        speech_end = min(total, regions[-1][1] + tail)
+        keep_from = max(speech_end, total - lead)
+        end_cut = keep_from if chunk_index(chunk_starts, keep_from) > start_chunk else total
+        return Decision(drop=start, cut=end_cut, speech_end=speech_end)
     # Inner pauses long enough: cut at the last one that respects the chunk rule.
     pauses = [(regions[i][1], regions[i + 1][0]) for i in range(len(regions) - 1)]
     for p0, p1 in reversed(pauses):

@@ -23,15 +23,34 @@ from shared.stt.base import SAMPLE_RATE, Pcm
 WINDOW = 512  # Silero's window at 16 kHz: one probability per 32 ms
 _CONTEXT = 64  # samples of the previous window the model sees in front of each window
 _STATE_SHAPE = (1, 1, 128)
+# After a second in which no window reached RESET_BELOW, the recurrent state starts afresh: measured on
+# microphone-like streams, Silero's state after seconds of room noise lifted to a common level hid a following
+# one-word answer ("yes" at 0.39), which a fresh state finds at 0.9. Speech in progress never resets it.
+RESET_WINDOWS = 31  # ~1 s of 32 ms windows
+RESET_BELOW = 0.35
 
 
 @dataclass(slots=True)
 class _State:
-    """Silero's recurrent state plus the context samples: enough to continue a stream window by window."""
+    """Silero's recurrent state plus the context samples: enough to continue a stream window by window; and where
+    the stream stands in its current second (for the reset after a silent one)."""
 
     h: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(_STATE_SHAPE, dtype=np.float32))
     c: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(_STATE_SHAPE, dtype=np.float32))
     context: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(_CONTEXT, dtype=np.float32))
+    windows: int = 0  # windows run since the stream began
+    loudest: float = 0.0  # highest probability in the current second so far
+
+    def close_window_run(self, probs: npt.NDArray[np.float32]) -> None:
+        """Account for `probs` (windows just scored, not crossing a second boundary) and, when they complete a
+        silent second, forget the recurrent state."""
+        self.windows += probs.size
+        self.loudest = max(self.loudest, float(probs.max())) if probs.size else self.loudest
+        if self.windows % RESET_WINDOWS == 0:
+            if self.loudest < RESET_BELOW:
+                self.h = np.zeros(_STATE_SHAPE, dtype=np.float32)
+                self.c = np.zeros(_STATE_SHAPE, dtype=np.float32)
+            self.loudest = 0.0
 
 
 class SpeechDetector:
@@ -75,9 +94,19 @@ class SpeechDetector:
         return self._run(padded, _State())
 
     def _run(self, windows: Pcm, state: _State) -> npt.NDArray[np.float32]:
-        """Run whole windows (len a multiple of WINDOW), continuing from `state` and updating it."""
-        if windows.size == 0:
-            return np.zeros(0, dtype=np.float32)
+        """Run whole windows (len a multiple of WINDOW), continuing from `state` and updating it; one model call
+        per second of audio at most, so the state can start afresh after a silent second."""
+        out: list[npt.NDArray[np.float32]] = []
+        start, total = 0, windows.size // WINDOW
+        while start < total:
+            count = min(total - start, RESET_WINDOWS - state.windows % RESET_WINDOWS)
+            probs = self._run_batch(windows[start * WINDOW : (start + count) * WINDOW], state)
+            state.close_window_run(probs)
+            out.append(probs)
+            start += count
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def _run_batch(self, windows: Pcm, state: _State) -> npt.NDArray[np.float32]:
         batch = windows.reshape(-1, WINDOW)
         context = np.concatenate([state.context[None, :], batch[:-1, -_CONTEXT:]])
         batch_in = np.ascontiguousarray(np.concatenate([context, batch], axis=1), dtype=np.float32)
@@ -190,6 +219,11 @@ class VadTrack:
         if silent:
             scored = np.zeros(whole // WINDOW, dtype=np.float32)
             self._state.context = joined[whole - _CONTEXT : whole].copy()
+            done = 0
+            while done < scored.size:  # the same resets a model run over zeros would make
+                step = min(scored.size - done, RESET_WINDOWS - self._state.windows % RESET_WINDOWS)
+                self._state.close_window_run(scored[done : done + step])
+                done += step
         else:
             scored = self._detector._run(joined[:whole], self._state)
         self._probs = np.concatenate([self._probs, scored])

@@ -32,9 +32,16 @@ def test_open_utterance_waits_for_a_pause() -> None:
 
 
 def test_trailing_pause_of_800_ms_finishes_the_utterance() -> None:
-    """Speech followed by at least 0.8 s of silence is final; the engine hears it plus 300 ms of tail."""
+    """Speech followed by at least 0.8 s of silence is final; the engine hears it plus 300 ms of tail, and the
+    buffer's last 300 ms, where the next word may be starting, stay for the next utterance."""
     decision = decide(4000 * S, [(500 * S, 3000 * S)], chunk_starts(4000), final=False)
-    assert decision == Decision(drop=200 * S, cut=4000 * S, speech_end=3300 * S)
+    assert decision == Decision(drop=200 * S, cut=3700 * S, speech_end=3300 * S)
+
+
+def test_the_kept_tail_never_falls_in_the_chunk_the_utterance_started_in() -> None:
+    """When the whole utterance and its pause lie in one chunk, the cut takes all of it (entry keys stay unique)."""
+    decision = decide(2000 * S, [(100 * S, 900 * S)], chunk_starts(2000), final=False)
+    assert decision == Decision(drop=0, cut=2000 * S, speech_end=1200 * S)
 
 
 def test_short_pause_does_not_cut() -> None:
