@@ -206,3 +206,18 @@ def test_a_short_word_alone_between_pauses_is_speech() -> None:
     track.extend(chunk)
     assert track.regions()
     assert track.regions(min_speech_ms=250) == []  # what the default used to drop
+
+
+def test_a_one_word_answer_after_seconds_of_room_noise_is_speech() -> None:
+    """ "Yes" right after 8 s of quiet room noise is found (its region starts within 0.6 s of the clip), because
+    the detector's recurrent state starts afresh after a silent second instead of carrying the noise over."""
+    from bench import devset
+    from tests.helpers import FIXTURES, load_pcm
+
+    words = load_pcm(FIXTURES / "speech" / "speechcommands_yes_no_go_stop.wav")
+    noise = devset.room_noise(8 * SAMPLE_RATE, -60.0, seed=1)
+    clip = devset.relevel(words, -10.0) + devset.room_noise(words.size, -60.0, seed=2)
+    buffer = SpeakerBuffer(shared_detector())
+    buffer.append(0, np.concatenate([noise, clip]).astype(np.float32))
+    after_noise = [start - noise.size for start, end in buffer.regions() if end > noise.size]
+    assert after_noise and after_noise[0] < 0.6 * SAMPLE_RATE
