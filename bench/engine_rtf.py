@@ -1,6 +1,6 @@
 """Real-time factor and accuracy of the local engine (bundled tiny.en, int8) on real speech.
 
-    .venv/bin/python bench/engine_rtf.py                 # the chosen options for finals (beam 5)
+    .venv/bin/python bench/engine_rtf.py                 # the chosen options for finals (beam 1)
     .venv/bin/python bench/engine_rtf.py --beam 1 5      # compare beam sizes
     .venv/bin/python bench/engine_rtf.py --data tests/fixtures/stt
 
@@ -96,7 +96,7 @@ async def run(engine: LocalTranscriber, clips: list[Clip], repeat: int, verbose:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, help="a folder with manifest.tsv, or with <name>.wav + <name>.txt")
-    parser.add_argument("--beam", type=int, nargs="+", default=[5], help="beam sizes to measure (default: 5)")
+    parser.add_argument("--beam", type=int, nargs="+", default=[1], help="beam sizes to measure (default: 1)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for CTranslate2 (default: 2)")
     parser.add_argument("--model", help="another CTranslate2 Whisper directory (default: the bundled tiny.en)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per clip, the fastest counts (default: 3)")
