@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from functions.process_audio.buffer import chunk_gains
 from shared.audio.decode import StreamDecoder, decode_chunk
 from shared.audio.formats import inspect_chunk, stream_header
+from shared.audio.levels import block_gains
 from shared.audio.vad import VadTrack, shared_detector
 from shared.stt.base import SAMPLE_RATE
 
@@ -82,7 +82,7 @@ def main() -> None:
     speech = decode_chunk((FIXTURES / "phrase_16k_s16.wav").read_bytes(), fmt16)
     buffer = np.tile(np.concatenate([speech, np.zeros(SAMPLE_RATE // 2, dtype=np.float32)]), 6)[: 16 * SAMPLE_RATE]
     chunk = 2 * SAMPLE_RATE
-    row("chunk_gains (digital silence + gain curve), 2 s", median_ms(lambda: chunk_gains(buffer[:chunk]), 500))
+    row("block_gains (digital silence + gain curve), 2 s", median_ms(lambda: block_gains(buffer[:chunk]), 500))
     detector = shared_detector()
     detector.warm_up()
 

@@ -14,6 +14,9 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
+from shared.audio.levels import peak_dbfs, rms_dbfs  # one definition of a level, re-exported here
+from shared.stt.base import SAMPLE_RATE, Pcm
+
 __all__ = [
     "SAMPLE_RATE",
     "active_level_dbfs",
@@ -30,8 +33,6 @@ __all__ = [
     "white_noise",
 ]
 
-Pcm = npt.NDArray[np.float32]
-SAMPLE_RATE = 16_000
 LOWEST_HZ = 20.0  # pink and brown noise stop rising below this: no microphone passes sub-audible drift
 ACTIVE_FRAME_S = 0.03
 ACTIVE_RANGE_DB = 30.0  # frames this far below the loudest frame count as pauses, not speech
@@ -63,20 +64,6 @@ def _at_rms(signal: npt.NDArray[np.float64], dbfs: float) -> Pcm:
     if current == 0.0:
         return _finish(np.zeros_like(signal))
     return _finish(signal * (_amplitude(dbfs) / current))
-
-
-def peak_dbfs(pcm: npt.ArrayLike) -> float:
-    """Absolute peak in dBFS (-inf for silence): the level a recording meter and `sox norm` talk about."""
-    samples = np.asarray(pcm, dtype=np.float64)
-    peak = float(np.max(np.abs(samples))) if samples.size else 0.0
-    return 20.0 * math.log10(peak) if peak > 0 else -math.inf
-
-
-def rms_dbfs(pcm: npt.ArrayLike) -> float:
-    """RMS level in dBFS (-inf for silence): how loud noise is, since noise has no meaningful peak."""
-    samples = np.asarray(pcm, dtype=np.float64)
-    power = float(np.mean(np.square(samples))) if samples.size else 0.0
-    return 10.0 * math.log10(power) if power > 0 else -math.inf
 
 
 def relevel(pcm: npt.ArrayLike, peak_dbfs: float) -> Pcm:
@@ -150,7 +137,7 @@ def active_level_dbfs(speech: npt.ArrayLike) -> float:
     frame = _samples(ACTIVE_FRAME_S)
     count = samples.size // frame
     if count == 0:
-        return rms_dbfs(samples)
+        return rms_dbfs(samples.astype(np.float32))
     power = np.mean(np.square(samples[: count * frame].reshape(count, frame)), axis=1)
     loudest = float(np.max(power))
     if loudest == 0.0:

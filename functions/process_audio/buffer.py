@@ -48,11 +48,11 @@ class SpeakerBuffer:
 
     def append(self, sequence: int, pcm: Pcm, *, gains: Gains | None = None, offset: int = 0) -> None:
         """Add one decoded chunk, or its tail from `offset` on; its speech is detected at `gains` (computed on the
-        whole chunk: default `chunk_gains(pcm)`, valid only for a whole chunk).
+        whole chunk: default `block_gains(pcm)`, valid only for a whole chunk).
 
         Runs the speech model unless the chunk is digital silence: call it off the event loop.
         """
-        levels = chunk_gains(pcm) if gains is None else gains
+        levels = block_gains(pcm) if gains is None else gains
         self.chunk_seqs.append(sequence)
         self.chunk_starts.append(self.total)
         self.chunk_gains.append(levels)
@@ -104,9 +104,3 @@ class SpeakerBuffer:
             end = self.chunk_starts[i + 1] if i + 1 < len(self.chunk_starts) else self.total
             self._track(self.pcm[self.chunk_starts[i] : end], gains, self.chunk_offsets[i])
         return done, (self.chunk_seqs[0] if self.chunk_seqs else None), offset_in_first
-
-
-def chunk_gains(pcm: Pcm) -> Gains:
-    """The gain curve a whole chunk's speech is detected at (`levels.block_gains`); empty for digital silence,
-    which skips the model."""
-    return block_gains(pcm)

@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from functions.process_audio.buffer import SpeakerBuffer, chunk_gains
+from functions.process_audio.buffer import SpeakerBuffer
 from functions.process_audio.segmenter import SAMPLES_PER_MS, SegmenterConfig, decide
 from functions.process_audio.utterance import transcribe_utterance
 from functions.transcript_bridge.service import deliver_entry
 from shared.access import in_closing_grace
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
-from shared.audio.levels import for_engine
+from shared.audio.levels import block_gains, for_engine
 from shared.audio.vad import SpeechDetector, shared_detector
 from shared.broadcast.base import Broadcaster
 from shared.errors import EngineUnavailable, InvalidAudio, SequenceConflict, StoreConflict
@@ -381,7 +381,7 @@ class LivePath:
             if chunk.sequence_number >= stream.next_sequence:
                 break
             pcm = await self._chunk_pcm(session.id, stream, state, chunk.sequence_number)
-            gains = chunk_gains(pcm)  # judged on the whole chunk, as when it was first absorbed
+            gains = block_gains(pcm)  # judged on the whole chunk, as when it was first absorbed
             offset = stream.buffer_offset if chunk.sequence_number == stream.buffer_sequence else 0
             await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm[offset:], gains=gains, offset=offset)
         buffer.version = stream.version
@@ -439,7 +439,7 @@ class LivePath:
             stream.buffer_sequence, stream.buffer_offset = sequence, 0
         done: list[int] = []
         if len(pcm):
-            gains = chunk_gains(pcm)
+            gains = block_gains(pcm)
             if gains.size == 0:  # digital silence: no model run, nothing to wait for
                 buffer.append(sequence, pcm, gains=gains)
             else:  # the speech model runs off the event loop

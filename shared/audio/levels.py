@@ -41,18 +41,26 @@ def is_digital_silence(pcm: Pcm) -> bool:
     return pcm.size == 0 or float(np.max(np.abs(pcm))) <= SILENCE_LSB / 32768.0
 
 
-def gain_to_peak(pcm: Pcm, target_dbfs: float = TARGET_PEAK_DBFS, max_gain_db: float = MAX_GAIN_DB) -> float:
-    """The linear gain that brings the peak of `pcm` to `target_dbfs`, at most `max_gain_db`; 1.0 for digital
-    silence. Never below 1.0 for audio that is already loud enough: loud input is left as it is."""
+def _gains_for_peaks(peaks: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    """The gain bringing each peak to the target: never below 1 (loud input is left as it is), at most
+    `MAX_GAIN_DB`."""
+    target = 10 ** (TARGET_PEAK_DBFS / 20)
+    lowest = 10 ** ((TARGET_PEAK_DBFS - MAX_GAIN_DB) / 20)
+    gains: npt.NDArray[np.float32] = np.clip(target / np.maximum(peaks, lowest), 1.0, None).astype(np.float32)
+    return gains
+
+
+def gain_to_peak(pcm: Pcm) -> float:
+    """The linear gain that brings the peak of `pcm` to the target (see `_gains_for_peaks`); 1.0 for digital
+    silence."""
     if is_digital_silence(pcm):
         return 1.0
-    needed_db = target_dbfs - peak_dbfs(pcm)
-    return float(10 ** (min(max(needed_db, 0.0), max_gain_db) / 20))
+    return float(_gains_for_peaks(np.array([np.max(np.abs(pcm))]))[0])
 
 
-def normalized(pcm: Pcm, gain: float | None = None) -> Pcm:
-    """`pcm` scaled by `gain` (default: `gain_to_peak(pcm)`), as float32; the input itself is not modified."""
-    factor = gain_to_peak(pcm) if gain is None else gain
+def normalized(pcm: Pcm) -> Pcm:
+    """`pcm` at the common peak (`gain_to_peak`), as float32; the input itself is not modified."""
+    factor = gain_to_peak(pcm)
     if factor == 1.0:
         return pcm.astype(np.float32, copy=False)
     scaled: Pcm = np.clip(pcm * np.float32(factor), -1.0, 1.0).astype(np.float32, copy=False)
@@ -87,10 +95,7 @@ def block_gains(pcm: Pcm, block: int = BLOCK) -> npt.NDArray[np.float32]:
     padded = np.pad(np.abs(pcm), (0, count * block - pcm.size))
     peaks = padded.reshape(count, block).max(axis=1)
     around = np.maximum(peaks, np.maximum(np.r_[peaks[1:], 0.0], np.r_[0.0, peaks[:-1]]))
-    floor = 10 ** ((TARGET_PEAK_DBFS - MAX_GAIN_DB) / 20)
-    target = 10 ** (TARGET_PEAK_DBFS / 20)
-    gains: npt.NDArray[np.float32] = np.clip(target / np.maximum(around, floor), 1.0, None).astype(np.float32)
-    return gains
+    return _gains_for_peaks(around)
 
 
 def apply_block_gains(pcm: Pcm, gains: npt.NDArray[np.float32], offset: int = 0, block: int = BLOCK) -> Pcm:

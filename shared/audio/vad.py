@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +41,15 @@ class _State:
     context: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros(_CONTEXT, dtype=np.float32))
     windows: int = 0  # windows run since the stream began
     loudest: float = 0.0  # highest probability in the current second so far
+
+    def spans(self, count: int) -> Iterator[tuple[int, int]]:
+        """Split the next `count` windows into (start, length) runs that never cross a second boundary, so
+        each run's probabilities can close a second (call `close_window_run` after each, in order)."""
+        base, start = self.windows, 0  # read before the caller closes the first run
+        while start < count:
+            length = min(count - start, RESET_WINDOWS - (base + start) % RESET_WINDOWS)
+            yield start, length
+            start += length
 
     def close_window_run(self, probs: npt.NDArray[np.float32]) -> None:
         """Account for `probs` (windows just scored, not crossing a second boundary) and, when they complete a
@@ -97,13 +107,10 @@ class SpeechDetector:
         """Run whole windows (len a multiple of WINDOW), continuing from `state` and updating it; one model call
         per second of audio at most, so the state can start afresh after a silent second."""
         out: list[npt.NDArray[np.float32]] = []
-        start, total = 0, windows.size // WINDOW
-        while start < total:
-            count = min(total - start, RESET_WINDOWS - state.windows % RESET_WINDOWS)
+        for start, count in state.spans(windows.size // WINDOW):
             probs = self._run_batch(windows[start * WINDOW : (start + count) * WINDOW], state)
             state.close_window_run(probs)
             out.append(probs)
-            start += count
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def _run_batch(self, windows: Pcm, state: _State) -> npt.NDArray[np.float32]:
@@ -219,11 +226,8 @@ class VadTrack:
         if silent:
             scored = np.zeros(whole // WINDOW, dtype=np.float32)
             self._state.context = joined[whole - _CONTEXT : whole].copy()
-            done = 0
-            while done < scored.size:  # the same resets a model run over zeros would make
-                step = min(scored.size - done, RESET_WINDOWS - self._state.windows % RESET_WINDOWS)
-                self._state.close_window_run(scored[done : done + step])
-                done += step
+            for start, count in self._state.spans(scored.size):  # the resets a model run over zeros would make
+                self._state.close_window_run(scored[start : start + count])
         else:
             scored = self._detector._run(joined[:whole], self._state)
         self._probs = np.concatenate([self._probs, scored])

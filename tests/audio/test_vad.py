@@ -5,11 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench import devset
 from functions.process_audio.buffer import SpeakerBuffer
 from shared.audio.levels import is_digital_silence, peak_dbfs, rms_dbfs
 from shared.audio.vad import WINDOW, SpeechDetector, VadTrack, shared_detector
 from shared.stt.base import SAMPLE_RATE
 from tests.audio.support import decode_file, tone
+from tests.helpers import FIXTURES, load_pcm
 
 N = 2 * SAMPLE_RATE
 
@@ -211,9 +213,6 @@ def test_a_short_word_alone_between_pauses_is_speech() -> None:
 def test_a_one_word_answer_after_seconds_of_room_noise_is_speech() -> None:
     """ "Yes" right after 8 s of quiet room noise is found (its region starts within 0.6 s of the clip), because
     the detector's recurrent state starts afresh after a silent second instead of carrying the noise over."""
-    from bench import devset
-    from tests.helpers import FIXTURES, load_pcm
-
     words = load_pcm(FIXTURES / "speech" / "speechcommands_yes_no_go_stop.wav")
     noise = devset.room_noise(8 * SAMPLE_RATE, -60.0, seed=1)
     clip = devset.relevel(words, -10.0) + devset.room_noise(words.size, -60.0, seed=2)
