@@ -8,10 +8,11 @@ beside a .wav or .flac; a clip whose normalised reference is already in is skipp
 - `utterances/peak<L>/`: every clip with its peak re-levelled to L = -3, -30, -45, -55 dBFS; a fixed third of
   them (the same at every level) with room noise 20-25 dB under their active speech level first.
 - `streams/peak<L>/`: 4 continuous streams of ~90-110 s per level (two rounds: in each, every real clip is used
-  once, split over 2 streams), each made of about half the real clips in a fixed shuffled order, joined with 0.3-6 s pauses (seeded) over one continuous room noise. Every clip is
-  re-levelled to L first, as one microphone hears one speaker. The room sits 50 dB under the peak, but never
-  below -90 dBFS RMS (one 16-bit step): a microphone's self-noise and the converter's floor do not drop with
-  the speaker, so a quiet speaker is also a noisier one (under 20 dB SNR at -55).
+  once, split over 2 streams), each made of about half the real clips in a fixed shuffled order, joined with
+  0.3-6 s pauses (seeded) over one continuous room noise 50 dB under the peak. Every clip is brought to one peak
+  first, as one microphone hears one speaker; the stream is then re-levelled to L as a whole, like a file turned
+  down with `sox norm`. Levels differ only in gain (and the 16-bit rounding of the file), so a level's WER shows
+  what the level does, not a different room; noisy rooms are the noisy third of the utterances.
 - `noise/`: white, pink and brown noise and 50 Hz hum, 10 s each, at RMS -60, -45, -30, -15 dBFS and at a peak
   of -1 dBFS (near full scale), plus 10 s of digital silence. Nothing should be transcribed from them.
 - `manifest.tsv`: id, path (relative to bench/devset), shape, level, noisy, seconds, peak_dbfs, rms_dbfs,
@@ -67,7 +68,6 @@ STREAM_COUNT = 2
 STREAM_ROUNDS = 2  # each round uses every real clip once, in its own order and with its own pauses
 PAUSE_RANGE_S = (0.3, 6.0)
 STREAM_NOISE_BELOW_PEAK_DB = 50.0
-MIC_FLOOR_RMS_DBFS = -90.0
 NOISE_SECONDS = 10.0
 NOISE_RMS = (-60, -45, -30, -15)
 FULL_SCALE_PEAK = -1
@@ -199,19 +199,17 @@ def split_streams(clips: list[Clip], seed: int = SEED) -> list[list[Clip]]:
     return streams
 
 
-def stream_noise_rms(peak: int) -> float:
-    return max(peak - STREAM_NOISE_BELOW_PEAK_DB, MIC_FLOOR_RMS_DBFS)
-
-
 def streams(clips: list[Clip]) -> list[Row]:
     rows = []
     rounds = [split_streams(clips, SEED + round_) for round_ in range(STREAM_ROUNDS)]
     for number, members in enumerate((members for split in rounds for members in split), start=1):
         pauses = [float(p) for p in np.random.default_rng(SEED + number).uniform(*PAUSE_RANGE_S, len(members) + 1)]
         reference = " ".join(c.reference for c in members)
+        loudest = max(SPEECH_PEAKS)
+        room = loudest - STREAM_NOISE_BELOW_PEAK_DB
+        joined = make_stream([relevel(c.pcm, loudest) for c in members], pauses, room, SEED + number)
         for peak in SPEECH_PEAKS:
             level = level_name("peak", peak)
-            joined = make_stream([relevel(c.pcm, peak) for c in members], pauses, stream_noise_rms(peak), SEED + number)
             rows.append(
                 Row(
                     f"streams/{level}/stream_{number}",

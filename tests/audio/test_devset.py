@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 
@@ -116,3 +121,32 @@ def test_make_stream_needs_a_lead_in_and_a_tail() -> None:
     """make_stream takes one pause more than clips (lead-in, gaps, tail) and refuses anything else."""
     with pytest.raises(ValueError, match="pauses"):
         make_stream([np.zeros(10, dtype=np.float32)], [0.5], -60.0, 1)
+
+
+def load_dev_set_script() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "scripts" / "make_dev_set.py"
+    spec = importlib.util.spec_from_file_location("make_dev_set", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dev_set_streams_differ_between_levels_only_in_gain() -> None:
+    """Each dev-set stream is one recording turned down to every level, so a level's WER measures the level alone."""
+    script = load_dev_set_script()
+    clips = [
+        script.Clip(f"clip{i}", relevel(speech_like(1.5 + i / 4, seed=i), -6.0 - 8 * i), f"word{i}", True)
+        for i in range(4)
+    ]
+    rows = script.streams(clips)
+    by_level: dict[str, list[np.ndarray]] = {}
+    for row in rows:
+        by_level.setdefault(row.level, []).append(np.asarray(row.pcm, dtype=np.float64))
+    assert set(by_level) == {f"peak{p}" for p in script.SPEECH_PEAKS}
+    loud = by_level["peak-3"]
+    for level, streams in by_level.items():
+        for quiet, reference in zip(streams, loud, strict=True):
+            gain = np.max(np.abs(reference)) / np.max(np.abs(quiet))
+            assert np.allclose(quiet * gain, reference, atol=1e-5 * gain), level
