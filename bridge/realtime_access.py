@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from bridge.auth import Authenticator
 from shared.access import Action, session_for
+from shared.broadcast.vocabulary import RESERVED_EVENTS, session_id_of
 from shared.errors import BridgeError, Forbidden, Unauthorized
 from shared.store.base import Store
-
-RESERVED_EVENTS = frozenset({"transcript_entry", "transcript_partial", "session_status"})
-SESSION_PREFIX = "session:"
 
 
 class SessionTopicAuthorizer:
@@ -36,10 +34,11 @@ class SessionTopicAuthorizer:
         if not token:
             raise Unauthorized("no access token")
         principal = await self.auth.principal(token)
-        if not topic.startswith(SESSION_PREFIX):
+        session_id = session_id_of(topic)
+        if session_id is None:
             raise Forbidden("only session:{id} topics are served here")
         try:
-            await session_for(principal, topic[len(SESSION_PREFIX) :], self.store, action)
+            await session_for(principal, session_id, self.store, action)
         except Unauthorized:
             raise
         except BridgeError as exc:

@@ -19,9 +19,10 @@ from bridge.services import Services
 from functions.process_audio.models import ProcessAudioRequest
 from functions.process_audio.service import process_audio, result_json
 from functions.transcript_bridge.models import TranscriptBridgeRequest
-from functions.transcript_bridge.service import session_topic, transcript_bridge
+from functions.transcript_bridge.service import transcript_bridge
 from functions.validation import check_speaker
 from shared.access import Action, in_closing_grace, require_tenant, session_for
+from shared.broadcast.vocabulary import STATUS_EVENT, session_topic
 from shared.credentials import Principal
 from shared.errors import InvalidRequest, TenantMismatch
 from shared.models import Session, SessionStatus, utcnow
@@ -210,7 +211,7 @@ async def end_session(request: AnyRequest, session_id: FromPath[str]) -> dict[st
     await services.live.flush_session(ended)
     if was_active:
         await services.broadcaster.publish(
-            session_topic(session.id), "session_status", {"session_id": session.id, "status": ended.status.value}
+            session_topic(session.id), STATUS_EVENT, {"session_id": session.id, "status": ended.status.value}
         )
     return await session_with_sequences(services, ended)
 

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from bridge.auth import Authenticator
 from bridge.limits import RateLimiter
-from functions.process_audio.live import LiveConfig, LivePath
+from functions.process_audio.config import LiveConfig
+from functions.process_audio.live import LivePath
 from shared.broadcast.base import Broadcaster
 from shared.broadcast.local import LocalHub
 from shared.credentials import SessionTokens
@@ -128,7 +129,6 @@ def build_services(
         config=LiveConfig(
             gap_timeout_s=settings.gap_timeout_s,
             end_grace_s=settings.end_grace_s,
-            response_wait_s=settings.response_wait_s,
             partials=partials,
             retry_base_s=settings.engine_retry_s,
         ),

@@ -16,6 +16,7 @@ import httpx
 from realtime import AsyncRealtimeClient
 from realtime.types import RealtimeSubscribeStates
 
+from shared.broadcast.vocabulary import ENTRY_EVENT, PARTIAL_EVENT, STATUS_EVENT, session_topic
 from shared.errors import Unauthorized
 
 logger = logging.getLogger(__name__)
@@ -139,12 +140,13 @@ async def tail(
                 "private": private,
             }
         }
-        channel = client.channel(f"session:{session_id}", params)
+        topic = session_topic(session_id)
+        channel = client.channel(topic, params)
         channel.on_broadcast("*", on_broadcast)
         await channel.subscribe(on_state)
         problem = await joined
         if problem is not None:
-            raise Unauthorized(f"could not follow session:{session_id}: {problem}")
+            raise Unauthorized(f"could not follow {topic}: {problem}")
 
         printer = _Printer(out)
         if backfill:
@@ -154,11 +156,11 @@ async def tail(
                     printer.entry(entry)
         while True:
             event, payload = await events.get()
-            if event == "transcript_entry":
+            if event == ENTRY_EVENT:
                 printer.entry(payload)
-            elif event == "transcript_partial":
+            elif event == PARTIAL_EVENT:
                 printer.partial(payload)
-            elif event == "session_status" and payload.get("status") in ENDED:
+            elif event == STATUS_EVENT and payload.get("status") in ENDED:
                 printer._write(f"— session {payload.get('status')}")
                 return
     finally:

@@ -59,7 +59,6 @@ class Settings(BaseSettings):
     session_max_duration: int = 14_400
     gap_timeout_s: float = 10.0
     end_grace_s: float = 10.0
-    response_wait_s: float = 5.0
     engine_retry_s: float = 5.0
 
     @field_validator("cors_origins", mode="before")

@@ -79,10 +79,13 @@ async def post_chunk(
     sequence: int,
     data: bytes,
     mime: str | None = "audio/wav",
+    *,
+    wait_ms: int | None = None,
 ) -> Any:
-    return await client.post(
-        "/functions/v1/process-audio", json=chunk_body(session_id, speaker, sequence, data, mime), headers=bearer(token)
-    )
+    body = chunk_body(session_id, speaker, sequence, data, mime)
+    if wait_ms is not None:
+        body["wait_ms"] = wait_ms
+    return await client.post("/functions/v1/process-audio", json=body, headers=bearer(token))
 
 
 def row_counts(client: Client) -> dict[str, int]:

@@ -110,7 +110,7 @@ def test_chunk_acknowledged_before_a_kill_is_transcribed_after_restart(tmp_path:
     )
     api_key = json.loads(tenant.stdout)["api_key"]
     audio = base64.b64encode(wav_bytes(load_pcm(FIXTURES / "live" / "two_sentences.flac"))).decode()
-    slow = base_env(data_dir, port, STT_ENGINE="simulate", SIMULATE_LATENCY_MS="600000", RESPONSE_WAIT_S="1")
+    slow = base_env(data_dir, port, STT_ENGINE="simulate", SIMULATE_LATENCY_MS="600000")
     with server([str(BIN / "interview-bridge"), "serve"], slow) as process:
         wait_healthy(url, process)
         created = httpx.post(f"{url}/sessions", json={}, headers={"Authorization": f"Bearer {api_key}"}).json()

@@ -6,10 +6,11 @@ Topics are given without the `realtime:` prefix the SDKs add (`session:{id}`).
 
 from __future__ import annotations
 
-from typing import Final, Protocol
+from typing import Protocol
 
-RESERVED_EVENTS: Final = frozenset({"transcript_entry", "transcript_partial", "session_status"})
-"""Events only the bridge emits: a client's push of one is refused and never delivered."""
+from shared.broadcast.vocabulary import RESERVED_EVENTS
+
+__all__ = ["RESERVED_EVENTS", "TopicAuthorizer"]
 
 
 class TopicAuthorizer(Protocol):

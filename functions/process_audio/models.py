@@ -11,6 +11,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from functions.validation import MAX_SEQUENCE, check_speaker
 from shared.errors import InvalidRequest
 
+MAX_WAIT_MS = 5_000
+
 
 class ProcessAudioRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -20,6 +22,7 @@ class ProcessAudioRequest(BaseModel):
     speaker: Annotated[str, AfterValidator(check_speaker)]
     sequence_number: int = Field(ge=0, le=MAX_SEQUENCE, strict=True)
     mime_type: str | None = Field(default=None, max_length=128)
+    wait_ms: int = Field(default=0, ge=0, le=MAX_WAIT_MS, strict=True)  # wait this long for the chunk's entries
 
 
 def decode_audio_field(value: str) -> bytes:

@@ -12,7 +12,9 @@ from shared.models import Session
 async def process_audio(request: ProcessAudioRequest, session: Session, live: LivePath) -> ChunkResult:
     """Store one chunk of `session` (already authorised for the caller) and return what it produced."""
     data = decode_audio_field(request.audio_chunk)
-    return await live.accept(session, request.speaker, request.sequence_number, data, request.mime_type)
+    return await live.accept(
+        session, request.speaker, request.sequence_number, data, request.mime_type, wait_ms=request.wait_ms
+    )
 
 
 def result_json(result: ChunkResult) -> dict[str, Any]:

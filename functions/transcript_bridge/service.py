@@ -11,17 +11,12 @@ from dataclasses import dataclass
 
 from functions.transcript_bridge.models import TranscriptBridgeRequest
 from shared.broadcast.base import Broadcaster
+from shared.broadcast.vocabulary import ENTRY_EVENT, session_topic
 from shared.errors import TenantMismatch
 from shared.models import EntryWrite, NewEntry, Session, TranscriptEntry
 from shared.store.base import Store
 
 log = logging.getLogger("bridge.transcript")
-
-ENTRY_EVENT = "transcript_entry"
-
-
-def session_topic(session_id: str) -> str:
-    return f"session:{session_id}"
 
 
 async def deliver_entry(write: EntryWrite, broadcaster: Broadcaster) -> None:

@@ -42,7 +42,7 @@ async def test_engine_outage_is_queued_then_recovered(app_client: Callable[..., 
         async with app_client(transcriber=engine, stt_engine="openai", engine_retry_s=0.2) as client:
             _, key = await new_tenant(client)
             session_id, token = await new_session(client, key)
-            response = await post_chunk(client, token, session_id, "candidate", 0, whole)
+            response = await post_chunk(client, token, session_id, "candidate", 0, whole, wait_ms=5000)
             assert response.status_code == 200
             assert response.json()["status"] == "queued"
             entries: list[dict[str, Any]] = []

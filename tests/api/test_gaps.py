@@ -30,7 +30,7 @@ async def test_gap_holds_later_chunks_then_is_skipped(
         _, key = await new_tenant(client)
         session_id, token = await new_session(client, key)
         for seq in (0, 1, 2, 4, 5):  # chunk 3 is lost on the way
-            response = await post_chunk(client, token, session_id, "candidate", seq, chunks[seq])
+            response = await post_chunk(client, token, session_id, "candidate", seq, chunks[seq], wait_ms=5000)
             assert response.json()["status"] == "accepted"
         held = [e["first_sequence"] for e in await transcript(client, token, session_id)]
         assert held == [0], "chunks 4 and 5 wait behind the gap"
@@ -41,7 +41,7 @@ async def test_gap_holds_later_chunks_then_is_skipped(
             if len(entries) > 1:
                 break
         assert [e["first_sequence"] for e in entries] == [0, 4]
-        late = await post_chunk(client, token, session_id, "candidate", 3, chunks[3])
+        late = await post_chunk(client, token, session_id, "candidate", 3, chunks[3], wait_ms=5000)
         assert late.status_code == 200
         assert [e["first_sequence"] for e in late.json()["entries"]] == [3]
         assert [e["last_sequence"] for e in late.json()["entries"]] == [3]

@@ -70,7 +70,14 @@ async def test_speech_becomes_ordered_entries(app_client: Callable[..., Any], lo
         session_id, token = await new_session(client, key, speakers=["candidate"])
         answers = await send_all(client, token, session_id, chunks, list(range(len(chunks))))
         assert {a["status"] for a in answers} == {"accepted"}
-        live_entries = [e for a in answers for e in a["entries"]]
+        live_entries: list[dict[str, Any]] = []
+        for _ in range(100):
+            live_entries = (await client.get(f"/sessions/{session_id}/transcript", headers=bearer(token))).json()[
+                "entries"
+            ]
+            if live_entries:
+                break
+            await asyncio.sleep(0.1)
         assert live_entries, "the pause between the sentences should close the first utterance while live"
         entries = await end_and_read(client, token, session_id)
     text = " ".join(e["text"] for e in entries)
@@ -108,7 +115,7 @@ async def test_replayed_chunk_is_duplicate_and_adds_nothing(app_client: Callable
     async with app_client() as client:
         _, key = await new_tenant(client)
         session_id, token = await new_session(client, key)
-        first = await post_chunk(client, token, session_id, "candidate", 0, chunks[0])
+        first = await post_chunk(client, token, session_id, "candidate", 0, chunks[0], wait_ms=5000)
         assert first.json()["status"] == "accepted"
         before = row_counts(client)
         again = await post_chunk(client, token, session_id, "candidate", 0, chunks[0])
@@ -166,7 +173,7 @@ async def test_chunk_accepted_before_a_crash_is_transcribed_after_restart(
     ) as client:
         _, key = await new_tenant(client)
         session_id, token = await new_session(client, key)
-        response = await post_chunk(client, token, session_id, "candidate", 0, whole)
+        response = await post_chunk(client, token, session_id, "candidate", 0, whole, wait_ms=5000)
         assert response.status_code == 200
         assert response.json()["status"] == "queued"
         assert row_counts(client)["transcript_entries"] == 0

@@ -142,13 +142,17 @@ async def seed_tenant(http: httpx.AsyncClient, services: Services, name: str) ->
     for seq, data in enumerate([*speech_chunks()[:2], silence_chunk(), silence_chunk()]):
         await _ok(
             await http.post(
-                "/process-audio", json=chunk_body(session_id, "candidate", seq, data), headers=bearer(token)
+                "/process-audio",
+                json=chunk_body(session_id, "candidate", seq, data) | {"wait_ms": 5000},
+                headers=bearer(token),
             ),
             200,
         )
     await _ok(
         await http.post(
-            "/process-audio", json=chunk_body(session_id, "held", 1, speech_chunks()[0]), headers=bearer(token)
+            "/process-audio",
+            json=chunk_body(session_id, "held", 1, speech_chunks()[0]) | {"wait_ms": 5000},
+            headers=bearer(token),
         ),
         200,
     )

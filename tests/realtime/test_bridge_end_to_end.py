@@ -91,10 +91,9 @@ async def test_chunks_reach_realtime_py_and_supabase_js(
                 await asyncio.sleep(0.05)
 
             auth = {"Authorization": f"Bearer {token}"}
-            for seq, chunk in enumerate(chunks):
-                response = await http.post(
-                    "/functions/v1/process-audio", json=chunk_body(session_id, "candidate", seq, chunk), headers=auth
-                )
+            for seq, chunk in enumerate(chunks):  # each waits for its run, as a browser's 2 s pace allows
+                body = chunk_body(session_id, "candidate", seq, chunk) | {"wait_ms": 5000}
+                response = await http.post("/functions/v1/process-audio", json=body, headers=auth)
                 assert response.status_code == 200
             ended = await http.post(f"/sessions/{session_id}/end", headers=auth)
             assert ended.json()["status"] == "ended"

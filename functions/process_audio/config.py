@@ -1,0 +1,19 @@
+"""The live path's tunables, set once from Settings (bridge/services.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from functions.process_audio.segmenter import SegmenterConfig
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    gap_timeout_s: float = 10.0
+    end_grace_s: float = 10.0
+    workers: int = 32  # processing runs at once (per process), across all speakers
+    partials: bool = False
+    partial_interval_s: float = 2.0
+    prompt_context_chars: int = 200
+    retry_base_s: float = 5.0
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

@@ -1,0 +1,40 @@
+"""What this process remembers about one speaker stream between chunks: caches and timers, never the truth.
+
+The truth (pending chunks, where assembly stands) is in the store; everything here can be dropped and is
+rebuilt from it by whichever process takes the speaker's next chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from functions.process_audio.buffer import SpeakerBuffer
+from shared.stt.base import Pcm
+
+
+@dataclass
+class StreamHeader:
+    """The container header (WebM, Ogg, MP4) that the speaker's continuation chunks decode with."""
+
+    sequence: int
+    kind: str
+    data: bytes | None
+
+
+@dataclass
+class SpeakerState:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one run at a time on this speaker in this process
+    # audio
+    header: StreamHeader | None = None
+    decoded: dict[int, Pcm] = field(default_factory=dict)
+    # assembly
+    buffer: SpeakerBuffer | None = None  # the open utterance, valid while its version matches the store's
+    context: str | None = None  # the speaker's recent final text, the engine's prompt
+    # scheduling
+    partial_text: str | None = None
+    partial_task: asyncio.Task[None] | None = None
+    last_partial_at: float = 0.0
+    timer: asyncio.TimerHandle | None = None  # the gap check
+    retries: int = 0  # engine failures in a row, for the retry backoff
+    last_used: float = 0.0
