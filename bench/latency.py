@@ -3,8 +3,10 @@
 Each track of a synthetic interview in ../shared/data (one WAV per microphone) is cut into 2 s WAV chunks and
 posted through the live path in-process, one chunk per speaker every 2 s, as two browsers would. A subscriber on
 the session's topic timestamps every `transcript_entry` and `transcript_partial`. Printed per entry: the delay
-from the end of its speech (audio time, `end_ms`) to its arrival; and the delay from the start of speech to the
-first partial of it. Real time: each interview takes as long as it lasts.
+from the end of its speech (audio time, `end_ms`) to its arrival; from the moment the closing chunk was posted
+(the chunk holding the end of speech plus the 0.8 s pause that closes it) to its arrival; the delay from the start
+of speech to the first partial of it; and how many chunks that extended an open utterance were followed by a
+partial through them. Real time: each interview takes as long as it lasts.
 
     .venv/bin/python bench/latency.py [--data ../shared/data] [--interviews 2] [--engine local] [--chunk-seconds 2]
 """
@@ -19,13 +21,14 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bridge.offline import split_chunks, wav_bytes  # noqa: E402
+from bridge.offline import split_chunks  # noqa: E402
 from bridge.services import build_services  # noqa: E402
 from functions.process_audio.models import ProcessAudioRequest  # noqa: E402
 from functions.process_audio.service import process_audio  # noqa: E402
@@ -35,6 +38,9 @@ from shared.broadcast.local import LocalHub  # noqa: E402
 from shared.credentials import hash_api_key, new_api_key  # noqa: E402
 from shared.models import Session, Tenant, utcnow  # noqa: E402
 from shared.settings import Settings  # noqa: E402
+from shared.stt.wavio import wav_bytes  # noqa: E402
+
+PAUSE_S = 0.8  # the segmenter's pause that closes an utterance
 
 
 def pcm_of(path: Path) -> Any:
@@ -58,9 +64,23 @@ async def speaker_stream(
         await process_audio(request, session, services.live)
 
 
-async def one_interview(
-    services: Any, hub: LocalHub, tenant: Tenant, folder: Path, step: float
-) -> tuple[list[float], list[float]]:
+@dataclass
+class Latencies:
+    finals: list[float] = field(default_factory=list)  # end of speech -> entry
+    closing: list[float] = field(default_factory=list)  # closing chunk posted -> entry
+    partials: list[float] = field(default_factory=list)  # start of speech -> first partial
+    partial_chunks: int = 0  # chunks that extended an open utterance and were followed by a partial through them
+    extending_chunks: int = 0
+
+    def add(self, other: Latencies) -> None:
+        self.finals += other.finals
+        self.closing += other.closing
+        self.partials += other.partials
+        self.partial_chunks += other.partial_chunks
+        self.extending_chunks += other.extending_chunks
+
+
+async def one_interview(services: Any, hub: LocalHub, tenant: Tenant, folder: Path, step: float) -> Latencies:
     paths = {role: next(iter(sorted(folder.glob(f"*_{role}.wav")))) for role in ("interviewer", "candidate")}  # noqa: ASYNC240
     tracks = {role: pcm_of(path) for role, path in paths.items()}
     chunks = {role: [wav_bytes(p) for p in split_chunks(pcm, step)] for role, pcm in tracks.items()}
@@ -79,7 +99,15 @@ async def one_interview(
     await asyncio.sleep(3 * step)  # let the last pauses close their utterances before `end` would flush them
     subscription.close()
     await listener
-    finals = [at - (t0 + p["end_ms"] / 1000) for at, event, p in arrivals if event == "transcript_entry"]
+    entries = [(at, p) for at, event, p in arrivals if event == "transcript_entry"]
+    finals = [at - (t0 + p["end_ms"] / 1000) for at, p in entries]
+    # the closing chunk holds the end of speech plus the 0.8 s pause that proves it; it is posted when recorded
+    closing = [at - (t0 + (int((p["end_ms"] / 1000 + PAUSE_S) // step) + 1) * step) for at, p in entries]
+    partial_through = {
+        (p["speaker"], p["through_sequence"]) for _, event, p in arrivals if event == "transcript_partial"
+    }
+    extending = [(p["speaker"], seq) for _, p in entries for seq in range(p["first_sequence"], p["last_sequence"])]
+    covered = sum(1 for key in extending if key in partial_through)
     partials: list[float] = []
     firsts: dict[str, float] = {}
     for at, event, p in arrivals:
@@ -91,7 +119,7 @@ async def one_interview(
             before = [v for k, v in firsts.items() if k.startswith(p["speaker"] + ":") and spoken <= v <= at - t0]
             if before:
                 partials.append(min(before) - spoken)
-    return finals, partials
+    return Latencies(finals, closing, partials, covered, len(extending))
 
 
 def describe(label: str, values: list[float]) -> None:
@@ -123,17 +151,20 @@ async def main() -> None:
         await services.transcriber.wait_ready()
         tenant = Tenant(id=str(uuid.uuid4()), name="latency", created_at=utcnow())
         await services.store.create_tenant(tenant, hash_api_key(new_api_key()))
-        finals: list[float] = []
-        partials: list[float] = []
+        total = Latencies()
         for folder in folders:
-            f, p = await one_interview(services, hub, tenant, folder, args.chunk_seconds)
-            print(f"{folder.name}: {len(f)} entries")
-            finals += f
-            partials += p
+            found = await one_interview(services, hub, tenant, folder, args.chunk_seconds)
+            print(f"{folder.name}: {len(found.finals)} entries")
+            total.add(found)
         await services.close()
     print(f"engine {args.engine}, {args.chunk_seconds:g} s chunks at real-time pace, two speakers per session")
-    describe("end of speech -> final entry", finals)
-    describe("start of speech -> first partial", partials)
+    describe("end of speech -> final entry", total.finals)
+    describe("closing chunk posted -> final entry", total.closing)
+    describe("start of speech -> first partial", total.partials)
+    print(
+        f"chunks extending an open utterance followed by a partial through them: "
+        f"{total.partial_chunks} of {total.extending_chunks}"
+    )
 
 
 if __name__ == "__main__":
