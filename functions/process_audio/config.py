@@ -13,7 +13,6 @@ class LiveConfig:
     end_grace_s: float = 10.0
     workers: int = 32  # processing runs at once (per process), across all speakers
     partials: bool = False
-    partial_interval_s: float = 2.0
     prompt_context_chars: int = 200
     retry_base_s: float = 5.0
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)

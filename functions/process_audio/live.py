@@ -310,32 +310,36 @@ class LivePath:
     def _maybe_partial(
         self, session: Session, speaker: str, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer
     ) -> None:
-        """At most one partial in flight per speaker, a few seconds apart, only while speech is pending."""
-        if state.partial_task is not None and not state.partial_task.done():
+        """A partial after every chunk that extends an open utterance: at most one per chunk and one in flight
+        per speaker; chunks that come in meanwhile get one partial, through the newest, once it is done."""
+        through = stream.next_sequence - 1
+        if through <= state.partial_through:
             return
-        if time.monotonic() - state.last_partial_at < self.config.partial_interval_s:
+        if state.partial_task is not None and not state.partial_task.done():
+            state.partial_again = True
             return
         regions = buffer.regions()
         if not regions:
             return
         start = max(0, regions[0][0] - self.config.segmenter.lead_pad_ms * SAMPLES_PER_MS)
         audio = buffer.pcm[start:].copy()
-        through = stream.next_sequence - 1
-        state.last_partial_at = time.monotonic()
+        state.partial_through = through
+        state.partial_again = False
 
         async def run() -> None:
             try:
                 result = await self.assembly.transcribe_draft(audio, session.language)
             except EngineUnavailable:
                 return
-            if not result.text:
-                return
-            state.partial_text = result.text
-            await self.broadcaster.publish(
-                session_topic(session.id),
-                PARTIAL_EVENT,
-                {"session_id": session.id, "speaker": speaker, "text": result.text, "through_sequence": through},
-            )
+            if result.text:
+                state.partial_text = result.text
+                await self.broadcaster.publish(
+                    session_topic(session.id),
+                    PARTIAL_EVENT,
+                    {"session_id": session.id, "speaker": speaker, "text": result.text, "through_sequence": through},
+                )
+            if state.partial_again:  # newer chunks are in: a run with nothing pending drafts them
+                self.runs.request(session, speaker)
 
         state.partial_task = asyncio.create_task(run())
         state.partial_task.add_done_callback(_log_failure)

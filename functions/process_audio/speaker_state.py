@@ -34,7 +34,8 @@ class SpeakerState:
     # scheduling
     partial_text: str | None = None
     partial_task: asyncio.Task[None] | None = None
-    last_partial_at: float = 0.0
+    partial_through: int = -1  # the last chunk a partial covered: at most one partial per chunk
+    partial_again: bool = False  # a chunk came in while a partial was in flight: one more after it
     timer: asyncio.TimerHandle | None = None  # the gap check
     retries: int = 0  # engine failures in a row, for the retry backoff
     last_used: float = 0.0

@@ -56,3 +56,24 @@ async def test_partials_are_off_when_asked(app_client: Callable[..., Any], local
             await post_chunk(client, token, session_id, "candidate", seq, chunks[seq])
         await asyncio.sleep(0.5)
         assert services(client).live.engine_calls == 0
+
+
+async def test_every_chunk_that_extends_an_open_utterance_gets_a_partial(
+    app_client: Callable[..., Any], local_transcriber: Transcriber
+) -> None:
+    """Chunks sent at a browser's pace each bring a partial through them, however soon after the last one."""
+    chunks = wav_chunks(load_pcm(SPEECH))
+    async with app_client(transcriber=local_transcriber, stt_engine="local") as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        hub = services(client).broadcaster
+        assert isinstance(hub, LocalHub)
+        subscription = hub.subscribe(f"session:{session_id}")
+        seen: list[int] = []
+        for seq in (0, 1):
+            response = await post_chunk(client, token, session_id, "candidate", seq, chunks[seq], wait_ms=5000)
+            assert response.json()["entries"] == [], "the first sentence is still open"
+            partial = await next_event(subscription, "transcript_partial")
+            seen.append(partial["through_sequence"])
+        subscription.close()
+    assert seen == [0, 1]
