@@ -184,7 +184,7 @@ async def test_same_sequence_other_audio_is_conflict(app_client: Callable[..., A
     async with app_client() as client:
         _, key = await new_tenant(client)
         session_id, token = await new_session(client, key)
-        first = chunk_body(session_id, "candidate", 0, SPEECHLESS_WAV)
+        first = chunk_body(session_id, "candidate", 0, SPEECHLESS_WAV) | {"wait_ms": 5000}  # processed: rows settle
         assert (await client.post("/functions/v1/process-audio", json=first, headers=bearer(token))).status_code == 200
         before = row_counts(client)
         other = chunk_body(session_id, "candidate", 0, wav_bytes(np.zeros(8000, dtype=np.float32)))
