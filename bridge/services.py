@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bridge.auth import Authenticator
 from bridge.limits import RateLimiter
@@ -66,10 +67,15 @@ class Services:
         await self.store.start()
         await self.broadcaster.start()
         await self.transcriber.start()
-        await asyncio.to_thread(self.live.detector.warm_up)  # the first speech chunk should not pay for it
-        if not resume:
-            return
-        task: asyncio.Task[object] = asyncio.create_task(self._resume_when_ready())
+        # Loading Silero builds its graph (~1 s with the onnx import): off the start path, so the port opens at
+        # once; a chunk that comes sooner waits for the load in the detector's lock.
+        self._in_background(asyncio.to_thread(self.live.detector.warm_up))
+        if resume:
+            self._in_background(self._resume_when_ready())
+
+    def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
+        """Run `work` as a task that `close` cancels."""
+        task: asyncio.Task[object] = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 

@@ -17,10 +17,17 @@ from functions.process_audio.speaker_state import SpeakerState, StreamHeader
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
 from shared.errors import InvalidAudio
+from shared.models import StoredChunk
 from shared.store.base import Store
 from shared.stt.base import Pcm
 
 CONTINUABLE = {"webm", "ogg", "mp4"}
+
+
+def _latest_start(chunks: list[StoredChunk], before: int) -> int | None:
+    """The sequence number of the latest chunk before `before` that began a stream (held its header)."""
+    starts = [c.sequence_number for c in chunks if c.starts_stream and c.sequence_number < before]
+    return starts[-1] if starts else None
 
 
 class SpeakerAudio:
@@ -38,12 +45,12 @@ class SpeakerAudio:
         header = state.header
         if header is not None and header.sequence < sequence:
             return
-        earlier = [c for c in await self.store.list_chunks(session_id, speaker) if c.sequence_number < sequence]
-        starts = [c.sequence_number for c in earlier if c.starts_stream]
-        if starts:
-            state.header = await self._load_header(session_id, speaker, starts[-1])
+        chunks = await self.store.list_chunks(session_id, speaker)
+        start = _latest_start(chunks, sequence)
+        if start is not None:
+            state.header = await self._load_header(session_id, speaker, start)
             return
-        if len(earlier) >= sequence:
+        if sum(c.sequence_number < sequence for c in chunks) >= sequence:
             raise InvalidAudio(
                 "this chunk has no container header and no earlier chunk of this speaker began a WebM, Ogg or "
                 "MP4 stream; send the recorder's first chunk (with its header) first, or send WAV"
@@ -109,9 +116,8 @@ class SpeakerAudio:
         """The latest chunk before `before` that began a stream, as a header."""
         if hint is not None and hint < before:
             return await self._load_header(session_id, speaker, hint)
-        chunks = await self.store.list_chunks(session_id, speaker)
-        starts = [c.sequence_number for c in chunks if c.starts_stream and c.sequence_number < before]
-        return await self._load_header(session_id, speaker, starts[-1]) if starts else None
+        start = _latest_start(await self.store.list_chunks(session_id, speaker), before)
+        return None if start is None else await self._load_header(session_id, speaker, start)
 
     async def _load_header(self, session_id: str, speaker: str, sequence: int) -> StreamHeader | None:
         """The header held by chunk `sequence`; InvalidAudio when its stream cannot have continuations."""
