@@ -1,7 +1,8 @@
 """The embedded store: one SQLite file in the data dir, WAL mode, schema migrated on start.
 
 Calls run synchronously on the event loop thread: each statement takes microseconds, a thread hop would cost
-more than the work. `synchronous=NORMAL` in WAL mode survives a process crash (what "acknowledged" promises
+more than the work. What does not take microseconds, copying the WAL into the database, runs on a thread of its
+own (`sqlite_checkpoint`). `synchronous=NORMAL` in WAL mode survives a process crash (what "acknowledged" promises
 here); a power cut may lose the last transactions, which is the usual SQLite trade-off.
 """
 
@@ -33,8 +34,10 @@ from shared.models import (
 )
 from shared.store.base import StreamLeaseLost
 from shared.store.rows import chunk_from_row, entry_from_row, session_from_row, stream_from_row, tenant_from_row
+from shared.store.sqlite_checkpoint import BACKSTOP_PAGES, WAL_SIZE_LIMIT, WalCheckpointer
 
 _TS = "%Y-%m-%dT%H:%M:%S.%fZ"
+_SAME_CHUNK = "USING (session_id, speaker, sequence_number)"  # a chunk's audio lives in audio_chunk_bytes
 
 
 def _ts(value: datetime) -> str:
@@ -57,10 +60,12 @@ class SQLiteStore:
 
     name = "sqlite"
 
-    def __init__(self, path: Path | str, *, auto_migrate: bool = True) -> None:
+    def __init__(self, path: Path | str, *, auto_migrate: bool = True, checkpoint_every_s: float = 1.0) -> None:
         self.path = Path(path) if str(path) != ":memory:" else path
         self.auto_migrate = auto_migrate
+        self.checkpoint_every_s = checkpoint_every_s
         self._conn: sqlite3.Connection | None = None
+        self._checkpointer: WalCheckpointer | None = None
 
     # lifecycle
     async def start(self) -> None:
@@ -78,10 +83,18 @@ class SQLiteStore:
         conn.execute("PRAGMA foreign_keys=ON")
         conn.execute("PRAGMA busy_timeout=5000")
         self._conn = conn
+        if isinstance(self.path, Path):
+            conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
+            self._checkpointer = WalCheckpointer(self.path, self.checkpoint_every_s)
+            self._checkpointer.start()
         if self.auto_migrate:
             await self.migrate()
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.stop()
+            self._checkpointer = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -235,18 +248,21 @@ class SQLiteStore:
                 same = existing["digest"] == chunk.digest
                 return InsertOutcome.DUPLICATE if same else InsertOutcome.CONFLICT
             tx.execute(
-                "INSERT INTO audio_chunks (session_id, speaker, sequence_number, mime_type, bytes, digest,"
-                " starts_stream, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending')",
+                "INSERT INTO audio_chunks (session_id, speaker, sequence_number, mime_type, digest,"
+                " starts_stream, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
                 (
                     chunk.session_id,
                     chunk.speaker,
                     chunk.sequence_number,
                     chunk.mime_type,
-                    chunk.data,
                     chunk.digest,
                     int(chunk.starts_stream),
                     _ts(chunk.received_at),
                 ),
+            )
+            tx.execute(
+                "INSERT INTO audio_chunk_bytes (session_id, speaker, sequence_number, bytes) VALUES (?, ?, ?, ?)",
+                (chunk.session_id, chunk.speaker, chunk.sequence_number, chunk.data),
             )
             tx.execute(
                 "UPDATE sessions SET last_activity_at = ? WHERE id = ? AND last_activity_at < ?",
@@ -263,19 +279,22 @@ class SQLiteStore:
         pending_only: bool = False,
         with_data: bool = False,
     ) -> list[StoredChunk]:
-        columns = "session_id, speaker, sequence_number, mime_type, starts_stream, received_at, state"
+        columns = "c.session_id, c.speaker, c.sequence_number, c.mime_type, c.starts_stream, c.received_at, c.state"
+        source = "audio_chunks c"
         if with_data:
-            columns += ", bytes"
-        sql = f"SELECT {columns} FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number >= ?"
+            columns += ", b.bytes"
+            source += f" JOIN audio_chunk_bytes b {_SAME_CHUNK}"
+        sql = f"SELECT {columns} FROM {source} WHERE c.session_id = ? AND c.speaker = ? AND c.sequence_number >= ?"
         if pending_only:
-            sql += " AND state = 'pending'"
-        sql += " ORDER BY sequence_number"
+            sql += " AND c.state = 'pending'"
+        sql += " ORDER BY c.sequence_number"
         rows = self.conn.execute(sql, (session_id, speaker, from_sequence))
         return [chunk_from_row(row, bytes(row["bytes"]) if with_data else None) for row in rows]
 
     async def get_chunk(self, session_id: str, speaker: str, sequence_number: int) -> StoredChunk | None:
         row = self.conn.execute(
-            "SELECT * FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number = ?",
+            f"SELECT c.*, b.bytes FROM audio_chunks c JOIN audio_chunk_bytes b {_SAME_CHUNK}"
+            " WHERE c.session_id = ? AND c.speaker = ? AND c.sequence_number = ?",
             (session_id, speaker, sequence_number),
         ).fetchone()
         return chunk_from_row(row, bytes(row["bytes"])) if row else None

@@ -1,0 +1,83 @@
+"""The embedded store under load: WAV audio kept apart from chunk rows, WAL checkpoints on a thread of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+from shared.store.sqlite import SQLiteStore
+from tests.store.test_conformance import chunk, make_session, make_tenant
+
+AUDIO_MB = 12  # past the 4 MB at which a commit would checkpoint by default
+
+
+async def write_audio(store: SQLiteStore) -> None:
+    session = await make_session(store, await make_tenant(store))
+    for seq in range(AUDIO_MB * 16):
+        await store.insert_chunk(chunk(session, seq, b"RIFF" + os.urandom(64 * 1024)))
+
+
+async def test_commits_leave_the_checkpoint_to_the_thread(tmp_path: Path) -> None:
+    """With the checkpoint thread idle, 12 MB of chunks stay in the WAL: no commit stopped to copy it."""
+    path = tmp_path / "bridge.sqlite3"
+    store = SQLiteStore(path, checkpoint_every_s=3600)
+    await store.start()
+    try:
+        await write_audio(store)
+        assert path.stat().st_size < 1024 * 1024
+        assert path.with_name(path.name + "-wal").stat().st_size > AUDIO_MB * 1024 * 1024
+    finally:
+        await store.close()
+
+
+async def test_the_checkpoint_thread_moves_the_wal_into_the_database(tmp_path: Path) -> None:
+    """The thread copies what was written into the database file within a few of its ticks."""
+    path = tmp_path / "bridge.sqlite3"
+    store = SQLiteStore(path, checkpoint_every_s=0.05)
+    await store.start()
+    try:
+        await write_audio(store)
+        for _ in range(200):
+            if path.stat().st_size > AUDIO_MB * 1024 * 1024:
+                break
+            await asyncio.sleep(0.05)
+        assert path.stat().st_size > AUDIO_MB * 1024 * 1024
+    finally:
+        await store.close()
+
+
+async def test_audio_stored_before_the_split_is_still_there_after_it(tmp_path: Path) -> None:
+    """A database made by the first schema keeps every chunk's audio when its audio moves to a table of its own."""
+    import sqlite3
+
+    from shared.store.sqlite import _split_sql, sqlite_migrations
+
+    path = tmp_path / "bridge.sqlite3"
+    first_name, first_sql = sqlite_migrations()[0]
+    conn = sqlite3.connect(path)
+    for statement in _split_sql(first_sql):
+        conn.execute(statement)
+    conn.execute("CREATE TABLE schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    conn.execute("INSERT INTO schema_migrations VALUES (?, '2026-11-01T00:00:00.000000Z')", (first_name,))
+    conn.execute("INSERT INTO tenants (id, name, api_key_hash, created_at) VALUES ('t', 'acme', 'h', 'x')")
+    conn.execute(
+        "INSERT INTO sessions (id, tenant_id, status, speakers, metadata, created_at, last_activity_at)"
+        " VALUES ('s', 't', 'active', '[]', '{}', '2026-11-01T00:00:00.000000Z', '2026-11-01T00:00:00.000000Z')"
+    )
+    conn.execute(
+        "INSERT INTO audio_chunks (session_id, speaker, sequence_number, mime_type, bytes, digest, received_at)"
+        " VALUES ('s', 'candidate', 0, 'audio/wav', ?, 'd', '2026-11-01T00:00:00.000000Z')",
+        (b"RIFF-old-audio",),
+    )
+    conn.commit()
+    conn.close()
+    store = SQLiteStore(path)
+    await store.start()
+    try:
+        stored = await store.get_chunk("s", "candidate", 0)
+        assert stored is not None and stored.data == b"RIFF-old-audio"
+        [pending] = await store.list_chunks("s", "candidate", pending_only=True, with_data=True)
+        assert pending.data == b"RIFF-old-audio"
+    finally:
+        await store.close()
