@@ -208,6 +208,7 @@ async def end_session(request: AnyRequest, session_id: FromPath[str]) -> dict[st
     session = await session_for(await principal_of(request), session_id, services.store, Action.WRITE)
     was_active = session.status is SessionStatus.ACTIVE
     ended = await services.store.set_session_status(session.id, SessionStatus.ENDED, utcnow()) or session
+    services.sessions.forget(session.id)
     await services.live.flush_session(ended)
     if was_active:
         await services.broadcaster.publish(
@@ -223,6 +224,7 @@ async def delete_session(request: AnyRequest, session_id: FromPath[str]) -> None
     tenant_id = require_tenant(principal)
     session = await session_for(principal, session_id, services.store, Action.ADMIN)
     await services.store.delete_session(tenant_id, session.id)
+    services.sessions.forget(session.id)
 
 
 # ---------------------------------------------------------------------------------------------- functions
@@ -231,7 +233,7 @@ async def writable_session(request: AnyRequest) -> tuple[Services, Principal, di
     services = services_of(request)
     principal = await principal_of(request)
     body = await json_body(request)
-    session = await session_for(principal, body_session_id(body), services.store, Action.WRITE)
+    session = await session_for(principal, body_session_id(body), services.sessions, Action.WRITE)
     check_body_tenant(body, principal)
     return services, principal, body, session
 

@@ -19,6 +19,7 @@ from shared.broadcast.base import Broadcaster
 from shared.broadcast.local import LocalHub
 from shared.credentials import SessionTokens
 from shared.models import Session
+from shared.session_cache import SessionCache
 from shared.settings import Settings
 from shared.store.base import Store
 from shared.store.factory import create_store
@@ -60,6 +61,10 @@ class Services:
     user_tokens: SupabaseJwtVerifier | None = None
     limits: RateLimiter = field(default_factory=RateLimiter)
     _background: set[asyncio.Task[object]] = field(default_factory=set)
+    sessions: SessionCache = field(init=False)  # the per-chunk path's session reads
+
+    def __post_init__(self) -> None:
+        self.sessions = SessionCache(self.store)
 
     async def start(self, *, resume: bool = True) -> None:
         """Open every backend; with `resume`, pending audio left by an earlier process is processed once the
@@ -106,6 +111,18 @@ class Services:
             await self.user_tokens.aclose()
 
 
+LOCAL_RUN_SLOTS = 16  # the local model transcribes `transcribe_concurrency` at a time: more runs only queue there
+REMOTE_RUN_SLOTS = 256  # a remote engine's call is a wait on the network: a run holds its slot through it
+
+
+def run_slots(settings: Settings, transcriber: Transcriber) -> int:
+    """How many speakers' runs go at once: `LIVE_CONCURRENCY`, else sized for the engine. With a remote engine
+    at 0.5 s a call, 1,000 interviews keep ~50 finals in flight; 32 slots had entries queueing for seconds."""
+    if settings.live_concurrency is not None:
+        return settings.live_concurrency
+    return LOCAL_RUN_SLOTS if transcriber.name == "local" else REMOTE_RUN_SLOTS
+
+
 def build_services(
     settings: Settings,
     *,
@@ -137,6 +154,7 @@ def build_services(
             end_grace_s=settings.end_grace_s,
             partials=partials,
             retry_base_s=settings.engine_retry_s,
+            workers=run_slots(settings, transcriber),
         ),
     )
     hub = broadcaster if isinstance(broadcaster, LocalHub) else None

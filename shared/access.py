@@ -8,7 +8,7 @@ from enum import StrEnum
 from shared.credentials import Principal, PrincipalKind
 from shared.errors import Forbidden, NotFound, SessionClosed
 from shared.models import Session, SessionStatus
-from shared.store.base import Store
+from shared.session_cache import SessionSource
 
 
 class Action(StrEnum):
@@ -17,7 +17,7 @@ class Action(StrEnum):
     ADMIN = "admin"  # delete, issue viewer tokens
 
 
-async def session_for(principal: Principal, session_id: str, store: Store, action: Action) -> Session:
+async def session_for(principal: Principal, session_id: str, store: SessionSource, action: Action) -> Session:
     """Load a session the principal may act on, else raise.
 
     Unknown sessions and other tenants' sessions are both 404 (existence is not revealed); a token of another

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -18,6 +19,7 @@ import jwt
 from shared.errors import Unauthorized
 
 API_KEY_PREFIX = "ibk_"
+MAX_VERIFIED_TOKENS = 20_000
 TokenScope = Literal["session", "viewer"]
 
 
@@ -74,6 +76,7 @@ class SessionTokens:
             raise ValueError("the session token secret must be at least 32 characters")
         self._secret = secret
         self._ttl = ttl_seconds
+        self._verified: dict[str, SessionTokenClaims] = {}  # a token's signature is checked once, its expiry always
 
     def issue(self, tenant_id: str, session_id: str, scope: TokenScope, now: datetime) -> str:
         expires = now + timedelta(seconds=self._ttl)
@@ -93,8 +96,23 @@ class SessionTokens:
     def verify(self, token: str) -> SessionTokenClaims | None:
         """The claims of a valid token of ours; None when the token is not one of ours at all.
 
-        Raises `Unauthorized` for our tokens that are expired or tampered with.
+        Raises `Unauthorized` for our tokens that are expired or tampered with. Every chunk carries its session
+        token: a token seen before is not decoded and verified again, only checked for expiry.
         """
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at.timestamp() <= time.time():
+                del self._verified[token]
+                raise Unauthorized("the token has expired; ask for a new session token")
+            return known
+        claims = self._decode(token)
+        if claims is not None:
+            if len(self._verified) >= MAX_VERIFIED_TOKENS:
+                self._verified.clear()
+            self._verified[token] = claims
+        return claims
+
+    def _decode(self, token: str) -> SessionTokenClaims | None:
         try:
             claims = jwt.decode(
                 token,

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     gap_timeout_s: float = 10.0
     end_grace_s: float = 10.0
     engine_retry_s: float = 5.0
+    live_concurrency: int | None = Field(default=None, ge=1)  # speaker runs at once; unset: by engine
 
     @field_validator("cors_origins", mode="before")
     @classmethod

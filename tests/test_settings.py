@@ -52,3 +52,20 @@ def test_cli_flags_override_the_environment(monkeypatch: pytest.MonkeyPatch, tmp
     assert settings.port == 9100
     assert settings.stt_engine == "simulate"
     assert settings.data_dir == tmp_path
+
+
+@pytest.mark.parametrize(
+    ("engine", "override", "slots"),
+    [("simulate", None, 256), ("openai", None, 256), ("local", None, 16), ("simulate", 7, 7)],
+)
+def test_speaker_runs_at_once_are_sized_for_the_engine(
+    tmp_path: Path, engine: str, override: int | None, slots: int
+) -> None:
+    """A remote engine's calls are network waits, so many speakers' runs go at once; the local model gets few."""
+    from bridge.services import build_services
+
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None, data_dir=tmp_path, stt_engine=engine, openai_api_key="sk-test", live_concurrency=override
+    )
+    services = build_services(settings)
+    assert services.live.runs.slots == slots

@@ -108,6 +108,18 @@ async def test_expired_session_token_is_401(app_client: Callable[..., Any]) -> N
         assert response.json()["error"] == "unauthorized"
 
 
+async def test_a_token_that_worked_is_refused_once_it_expires(app_client: Callable[..., Any]) -> None:
+    """A token already accepted (and remembered as verified) is still refused with 401 after its TTL."""
+    async with app_client(session_token_ttl=60) as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        assert (await client.get(f"/sessions/{session_id}", headers=bearer(token))).status_code == 200
+        with freeze_time(utcnow() + timedelta(minutes=5)):
+            response = await client.get(f"/sessions/{session_id}", headers=bearer(token))
+        assert response.status_code == 401
+        assert response.json()["error"] == "unauthorized"
+
+
 async def test_service_key_serves_operator_routes_only(app_client: Callable[..., Any]) -> None:
     """The service key cannot create or read sessions."""
     async with app_client() as client:
