@@ -65,7 +65,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 SCRIPT = Path(__file__).resolve()
 REPO = SCRIPT.parents[1]
@@ -263,28 +263,94 @@ def body_of(stream: Stream, audio: Audio, sequence: int) -> bytes:
     return f'{head[:-1]}, "audio_chunk": "{audio.chunk(sequence, stream.offset)}"}}'.encode()
 
 
-async def post_chunk(http: httpx.AsyncClient, body: bytes, headers: dict[str, str], stats: ClientStats) -> bool:
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough of the protocol for this POST.
+
+    httpx cost the client more CPU per request than the bridge spends on it: at 400 interviews two client
+    processes took 1.4 of the 2 cores and the server starved. This writes prepared bytes and reads one
+    Content-Length answer, so the load generator stays a small share of the machine."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    def head(self, token: str, length: int) -> bytes:
+        return (
+            f"POST {ROUTE} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+        ).encode()
+
+    async def post(self, token: str, body: bytes) -> tuple[int, bytes]:
+        """(status, body); a connection the server closed while idle is reopened once (chunks are idempotent)."""
+        for attempt in (0, 1):
+            reused = self.writer is not None
+            if self.writer is None:
+                self.reader, self.writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
+            assert self.reader is not None and self.writer is not None
+            try:
+                self.writer.writelines((self.head(token, len(body)), body))
+                raw = await self.reader.readuntil(b"\r\n\r\n")
+                status, length = self._parse_head(raw)
+                return status, await self.reader.readexactly(length)
+            except (ConnectionError, asyncio.IncompleteReadError):
+                self.close()
+                if attempt or not reused:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _parse_head(raw: bytes) -> tuple[int, int]:
+        lines = raw.decode("latin-1").split("\r\n")
+        status = int(lines[0].split()[1])
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                return status, int(value)
+        raise ConnectionError(f"an answer without Content-Length: {lines[0]}")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+
+async def post_chunk(connection: Connection, token: str, body: bytes, stats: ClientStats) -> bool:
     try:
-        response = await http.post(ROUTE, content=body, headers=headers)
-    except httpx.HTTPError as exc:
+        status, answer = await connection.post(token, body)
+    except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
         stats.exceptions += 1
         stats.note(f"{type(exc).__name__}: {exc}")
         return False
-    if response.status_code // 100 != 2:
+    if status // 100 != 2:
         stats.http_errors += 1
-        stats.note(f"{response.status_code} {response.text[:160]}")
+        stats.note(f"{status} {answer[:160].decode(errors='replace')}")
         return False
-    status = str(response.json().get("status"))
-    stats.statuses[status] = stats.statuses.get(status, 0) + 1
+    outcome = str(json.loads(answer).get("status"))
+    stats.statuses[outcome] = stats.statuses.get(outcome, 0) + 1
     return True
 
 
-async def speak(
-    http: httpx.AsyncClient, job: Job, stream: Stream, stats: ClientStats, gate: asyncio.Semaphore, start_at: float
-) -> None:
-    """One speaker's chunks in sequence order, the next only after the previous answer."""
+async def speak(job: Job, stream: Stream, stats: ClientStats, gate: asyncio.Semaphore, start_at: float) -> None:
+    """One speaker's chunks in sequence order on its own connection, the next only after the previous answer."""
     deadline = start_at + job.seconds
-    headers = {"Authorization": f"Bearer {stream.token}", "Content-Type": "application/json"}
+    connection = Connection(job.url)
+    try:
+        await send_stream(connection, job, stream, stats, gate, start_at, deadline)
+    finally:
+        connection.close()
+
+
+async def send_stream(
+    connection: Connection,
+    job: Job,
+    stream: Stream,
+    stats: ClientStats,
+    gate: asyncio.Semaphore,
+    start_at: float,
+    deadline: float,
+) -> None:
     sequence = 0
     while True:
         due = start_at + stream.phase_s + sequence * CHUNK_SECONDS
@@ -297,7 +363,7 @@ async def speak(
         body = body_of(stream, job.audio, sequence)
         async with gate:
             sent = time.monotonic()
-            ok = await post_chunk(http, body, headers, stats)
+            ok = await post_chunk(connection, stream.token, body, stats)
             took = time.monotonic() - sent
         if ok:
             stats.latencies.append(took)
@@ -332,22 +398,20 @@ async def client_main(job: Job) -> None:
     raise_fd_limit()
     stats = ClientStats()
     gate = asyncio.Semaphore(job.concurrency)
-    limits = httpx.Limits(max_connections=job.concurrency, max_keepalive_connections=job.concurrency)
-    async with httpx.AsyncClient(base_url=job.url, limits=limits, timeout=30) as http:
-        print("READY", flush=True)
-        line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-        start_at = float(line.split()[1])
-        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
-        cpu0 = cpu_seconds()
-        watcher = asyncio.create_task(watch_loop(stats, start_at + job.seconds))
-        try:
-            async with asyncio.timeout(job.seconds + 60):
-                await asyncio.gather(*(speak(http, job, s, stats, gate, start_at) for s in job.streams))
-        except TimeoutError:  # answers stopped coming: report what was measured rather than nothing
-            stats.note(f"client gave up {job.seconds + 60:.0f} s after the start with requests still in flight")
-        stats.wall_s = time.monotonic() - start_at
-        stats.cpu_s = cpu_seconds() - cpu0
-        watcher.cancel()
+    print("READY", flush=True)
+    line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    start_at = float(line.split()[1])
+    await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+    cpu0 = cpu_seconds()
+    watcher = asyncio.create_task(watch_loop(stats, start_at + job.seconds))
+    try:
+        async with asyncio.timeout(job.seconds + 60):
+            await asyncio.gather(*(speak(job, s, stats, gate, start_at) for s in job.streams))
+    except TimeoutError:  # answers stopped coming: report what was measured rather than nothing
+        stats.note(f"client gave up {job.seconds + 60:.0f} s after the start with requests still in flight")
+    stats.wall_s = time.monotonic() - start_at
+    stats.cpu_s = cpu_seconds() - cpu0
+    watcher.cancel()
     print("RESULT " + json.dumps(asdict(stats)), flush=True)
 
 
@@ -688,8 +752,11 @@ async def run_clients(jobs: list[Job], seconds: float, server: Server) -> tuple[
             assert process.stdin is not None
             process.stdin.write(f"GO {start_at!r}\n".encode())
             await process.stdin.drain()
+        profiler = await start_profiler(server, seconds)
         raw = await asyncio.wait_for(asyncio.gather(*(expect(p, b"RESULT ") for p in processes)), seconds + 120)
         end = group_usage(server.process.pid)
+        if profiler is not None:
+            await asyncio.wait_for(profiler.wait(), 120)
         for process in processes:
             await asyncio.wait_for(process.wait(), 30)
     finally:
@@ -700,6 +767,23 @@ async def run_clients(jobs: list[Job], seconds: float, server: Server) -> tuple[
                 await process.wait()
             CLEANUP.groups.discard(process.pid)
     return merge([ClientStats(**json.loads(line)) for line in raw]), start, end
+
+
+PROFILE: dict[str, Path] = {}  # "dir" -> where `--profile` writes flame graphs
+
+
+async def start_profiler(server: Server, seconds: float) -> asyncio.subprocess.Process | None:
+    """py-spy on the server's processes for the load's duration (`--profile DIR`), as a flame graph SVG."""
+    folder = PROFILE.get("dir")
+    if folder is None or server.name != "bridge":
+        return None
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    fmt = os.environ.get("PROFILE_FORMAT", "flamegraph")  # or `raw` (collapsed stacks) to sum up by function
+    out = folder / f"bridge-{int(time.time())}.{'svg' if fmt == 'flamegraph' else 'txt'}"
+    command = [spy, "record", "--pid", str(server.process.pid), "--subprocesses", "--duration", str(int(seconds)),
+               "--rate", "200", "--output", str(out), "--format", fmt, "--nonblocking"]  # fmt: skip
+    print(f"profiling the bridge into {out}")
+    return await asyncio.create_subprocess_exec(*command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 async def drive(server: Server, audio: Audio, sessions: list[tuple[str, str]], plan: Plan, label: Load) -> Load:
@@ -1038,6 +1122,7 @@ def parse_args() -> argparse.Namespace:
     add("--steps", default="", help="capacity steps, comma-separated (overrides --max-interviews)")
     add("--all-steps", action="store_true", help="capacity: go on past the first step over budget")
     add("--timeout", type=float, default=0.0, help="watchdog for the whole run in seconds (default: from the plan)")
+    add("--profile", type=Path, metavar="DIR", help="py-spy flame graph of the bridge during each load, into DIR")
     add("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     add("--client-worker", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args()
@@ -1081,6 +1166,9 @@ def describe(args: argparse.Namespace) -> None:
 
 def main() -> int:
     args = parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        PROFILE["dir"] = args.profile
     if args.serve_bare:
         serve_bare(args.serve_bare)
         return 0
