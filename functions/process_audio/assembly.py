@@ -8,13 +8,13 @@ argument; where assembly stands is saved to the store with every decision, fence
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
 
+from functions.process_audio.audio_thread import off_loop
 from functions.process_audio.buffer import SpeakerBuffer
 from functions.process_audio.config import LiveConfig
 from functions.process_audio.segmenter import SAMPLES_PER_MS, Decision, decide
@@ -76,7 +76,7 @@ class Assembly:
             pcm = await self.audio.pcm(session.id, stream.speaker, chunk.sequence_number, state, stream.header_sequence)
             gains = block_gains(pcm)  # judged on the whole chunk, as when it was first absorbed
             offset = stream.buffer_offset if chunk.sequence_number == stream.buffer_sequence else 0
-            await asyncio.to_thread(buffer.append, chunk.sequence_number, pcm[offset:], gains=gains, offset=offset)
+            await off_loop(buffer.append, chunk.sequence_number, pcm[offset:], gains=gains, offset=offset)
         buffer.version = stream.version
         state.buffer = buffer
         return buffer
@@ -106,12 +106,8 @@ class Assembly:
         if buffer.total == 0:
             stream.buffer_sequence, stream.buffer_offset = sequence, 0
         done: list[int] = []
-        if len(pcm):
-            gains = block_gains(pcm)
-            if gains.size == 0:  # digital silence: no model run, nothing to wait for
-                buffer.append(sequence, pcm, gains=gains)
-            else:  # the speech model runs off the event loop
-                await asyncio.to_thread(buffer.append, sequence, pcm, gains=gains)
+        if len(pcm):  # levels and the speech model, off the event loop
+            await off_loop(buffer.append, sequence, pcm)
         else:
             done.append(sequence)
             if buffer.total == 0:
@@ -180,7 +176,7 @@ class Assembly:
 
     async def _consume(self, stream: SpeakerStream, buffer: SpeakerBuffer, samples: int, done: list[int]) -> None:
         old_first = stream.buffer_sequence
-        gone, first, offset = await asyncio.to_thread(buffer.consume, samples)
+        gone, first, offset = await off_loop(buffer.consume, samples)
         done.extend(gone)
         stream.buffer_start_ms += samples // SAMPLES_PER_MS
         if first is None:
@@ -238,7 +234,7 @@ class Assembly:
         entry: NewEntry | None = None
         if len(pcm):
             single = SpeakerBuffer(self.detector)
-            await asyncio.to_thread(single.append, sequence, pcm)
+            await off_loop(single.append, sequence, pcm)
             regions = single.regions()
             if regions:
                 lead = self.config.segmenter.lead_pad_ms * SAMPLES_PER_MS
@@ -310,7 +306,8 @@ class Assembly:
     async def transcribe_draft(self, pcm: Pcm, language: str | None) -> Transcription:
         """A partial: the open utterance at a common level, decoded quickly (it will be replaced by the final)."""
         self.engine_calls += 1
-        return clean_transcription(await self.transcriber.transcribe(for_engine(pcm), language=language, draft=True))
+        heard = await off_loop(for_engine, pcm)
+        return clean_transcription(await self.transcriber.transcribe(heard, language=language, draft=True))
 
     async def _context(self, session: Session, speaker: str, state: SpeakerState) -> str | None:
         """The tail of what this speaker said before: Whisper keeps names and style across utterances."""

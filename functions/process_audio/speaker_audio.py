@@ -8,11 +8,10 @@ can never arrive is refused); decoding happens later, in the speaker's run, from
 
 from __future__ import annotations
 
-import asyncio
-
 import numpy as np
 
 from functions.process_audio.arrivals import ArrivalCache
+from functions.process_audio.audio_thread import off_loop
 from functions.process_audio.speaker_state import SpeakerState, StreamHeader
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
@@ -136,4 +135,4 @@ class SpeakerAudio:
     async def _decode(data: bytes, fmt: ChunkFormat, header: bytes | None) -> Pcm:
         if fmt.kind == "wav":  # a numpy parse, cheaper than a thread hop
             return decode_chunk(data, fmt, header)
-        return await asyncio.to_thread(decode_chunk, data, fmt, header)
+        return await off_loop(decode_chunk, data, fmt, header)

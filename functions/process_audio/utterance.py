@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from functions.process_audio.audio_thread import off_loop
 from functions.process_audio.segmenter import SegmenterConfig, split_at_pauses
 from shared.audio.levels import for_engine
 from shared.stt.base import SAMPLE_RATE, Pcm, Segment, Transcriber, Transcription
@@ -39,7 +40,8 @@ async def transcribe_utterance(
     detected: str | None = None
     for lo, hi in pieces:
         context = " ".join(t for t in [prompt or "", *texts] if t).strip() or None
-        raw = await transcriber.transcribe(for_engine(pcm[lo:hi]), language=language, prompt=context)
+        heard = await off_loop(for_engine, pcm[lo:hi])  # ~1 ms of noise floor per second of speech
+        raw = await transcriber.transcribe(heard, language=language, prompt=context)
         piece = clean_transcription(raw)
         detected = detected or piece.language
         if piece.text:
