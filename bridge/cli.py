@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
     serve.add_argument("--engine", choices=["auto", "local", "openai", "simulate"], default=None)
+    serve.add_argument("--workers", type=int, default=None, help="server processes (default: $WORKERS, else 1)")
     _add_data_dir(serve)
 
     tenant = commands.add_parser("tenant", help="manage tenants")
@@ -95,25 +96,63 @@ def serve(args: argparse.Namespace) -> int:
 
     from bridge.app import create_app
 
-    settings = _settings(args, host=args.host, port=args.port)
-    app = create_app(settings)
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
+    check_workers(settings)
     url = f"http://{settings.host}:{settings.port}"
     print(f"interview-bridge listening on {url}  (health: {url}/health)", file=sys.stderr)
     print(
         f"get a tenant key: interview-bridge tenant create NAME --data-dir {settings.data_dir}",
         file=sys.stderr,
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="info",
-        access_log=False,  # a log line per chunk costs the request path; Fly's proxy logs requests anyway
-        timeout_graceful_shutdown=30,
-        ws="websockets-sansio",  # measured: ~25% less hub CPU per frame than the default implementation
-        ws_per_message_deflate=False,  # hub frames are encoded once per topic; per-socket deflate undoes that
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "info",
+        "access_log": False,  # a log line per chunk costs the request path; Fly's proxy logs requests anyway
+        "timeout_graceful_shutdown": 30,
+        "ws": "websockets-sansio",  # measured: ~25% less hub CPU per frame than the default implementation
+        "ws_per_message_deflate": False,  # hub frames are encoded once per topic; per-socket deflate undoes that
+    }
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **options)
+        return 0
+    # Each worker process builds its own app from the environment: hand it what the command line set, and do
+    # once here what every worker would otherwise race to do at its start (migrations, the token secret).
+    asyncio.run(prepare_for_workers(settings))
+    os.environ.update(worker_environment(settings))
+    uvicorn.run("bridge.app:create_app", factory=True, workers=settings.workers, **options)
     return 0
+
+
+def check_workers(settings: Settings) -> None:
+    """Several processes need a broadcaster they share: the in-process hub would split subscribers by worker."""
+    if settings.workers > 1 and settings.resolved_broadcaster() == "local":
+        raise ConfigurationError(
+            f"WORKERS={settings.workers} needs Supabase Realtime (SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY, or "
+            "BROADCASTER=supabase): the in-process realtime hub serves one process, so a subscriber on one worker "
+            "would miss lines made by another. Run one worker, or configure Supabase."
+        )
+
+
+async def prepare_for_workers(settings: Settings) -> None:
+    from bridge.services import token_secret
+    from shared.store.factory import create_store
+
+    token_secret(settings)
+    store = create_store(settings)
+    await store.start()  # applies pending migrations
+    await store.close()
+
+
+def worker_environment(settings: Settings) -> dict[str, str]:
+    """The command line's settings as the environment variables every worker reads."""
+    return {
+        "HOST": settings.host,
+        "PORT": str(settings.port),
+        "DATA_DIR": str(settings.data_dir),
+        "STT_ENGINE": settings.stt_engine,
+        "WORKERS": str(settings.workers),
+    }
 
 
 async def tenant_create(args: argparse.Namespace) -> int:

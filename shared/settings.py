@@ -25,6 +25,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
     port: int = 8080
+    workers: int = Field(default=1, ge=1)  # server processes; more than one needs Supabase Realtime
     public_url: str | None = None
 
     store: StoreName = "auto"
