@@ -1,6 +1,16 @@
 """Fan-out benchmark of the local realtime hub: publish -> arrival at 1, 100 and 1,000 subscribers of one topic.
 
-    .venv/bin/python bench/fanout.py [--counts 1,100,1000] [--messages 200] [--interval-ms 50] [--no-deflate]
+    .venv/bin/python bench/fanout.py [--counts 1,100,1000] [--messages 200] [--interval-ms 50[,500]]
+                                     [--topics 1] [--no-deflate] [--client python|node] [--loop uvloop|asyncio]
+
+`--interval-ms 50` (the default) is a saturation test: 20 messages/s to 3,000 subscribers is 60,000 frames/s,
+more than the 2 cores of the reference machine do with the subscribers on them too. A transcript topic carries
+a few messages per second at most, so give a realistic rate as a second phase (`--interval-ms 50,500`): each
+rate is a phase over the same connections, each printed on its own row. `--topics 1000` spreads the subscribers
+round-robin over 1,000 topics and publishes each message on every topic (one encoding per topic, the same number
+of frames as one topic). `KiB/sock` is the hub process's RSS growth from before the subscribers connect to when
+they have all joined, idle, divided by their number. The hub runs on uvloop by default, as `uvicorn.run` (the
+bridge's `serve`) picks it when installed.
 
 The hub runs on uvicorn in this process and publishes with `hub.publish`, as the bridge does after a store write.
 The subscribers live in ANOTHER process (`--subscriber` mode): N plain `websockets` clients speaking Phoenix vsn
@@ -14,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import resource
@@ -32,6 +43,20 @@ if str(ROOT) not in sys.path:
 TOPIC = "session:bench"
 WS_IMPL = os.environ.get("FANOUT_WS", "websockets-sansio")  # uvicorn WebSocket implementation to serve with
 ENTRY_TEXT = "So in my last role I led the migration of our billing service to an event-driven design, which"
+
+
+def topic_of(index: int, topics: int) -> str:
+    """The topic subscriber `index` joins: one topic, or round-robin over `topics`."""
+    return TOPIC if topics == 1 else f"{TOPIC}-{index % topics}"
+
+
+def rss_kib() -> int:
+    """This process's resident set size now (not the peak `ru_maxrss`)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
 
 
 def raise_fd_limit() -> None:
@@ -62,7 +87,7 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # --------------------------------------------------------------------------------------------- subscriber side
-async def subscriber_main(url: str, count: int, messages: int, deflate: bool) -> None:
+async def subscriber_main(url: str, count: int, messages: int, deflate: bool, topics: int) -> None:
     from websockets.asyncio.client import ClientConnection, connect
 
     raise_fd_limit()
@@ -73,7 +98,7 @@ async def subscriber_main(url: str, count: int, messages: int, deflate: bool) ->
     async def open_one(i: int) -> ClientConnection:
         ws = await connect(url, compression="deflate" if deflate else None, max_queue=None, open_timeout=60)
         join = {
-            "topic": f"realtime:{TOPIC}",
+            "topic": f"realtime:{topic_of(i, topics)}",
             "event": "phx_join",
             "payload": {"config": {"broadcast": {"ack": False, "self": False}, "private": False}},
             "ref": "1",
@@ -105,6 +130,11 @@ async def subscriber_main(url: str, count: int, messages: int, deflate: bool) ->
         sockets += await asyncio.gather(*(open_one(i) for i in range(start, min(count, start + 100))))
     readers = [asyncio.create_task(read(ws)) for ws in sockets]
     beats = asyncio.create_task(heartbeat(sockets))
+    # The subscribers stand in for browsers on other machines: their own full collections (3,000 connections
+    # and a growing list of arrivals) are not the hub's latency. Nothing cyclic is made from here on.
+    gc.collect()
+    gc.freeze()
+    gc.disable()
     cpu0 = cpu_seconds()
     print("READY", flush=True)
     with contextlib.suppress(TimeoutError):
@@ -113,12 +143,12 @@ async def subscriber_main(url: str, count: int, messages: int, deflate: bool) ->
     beats.cancel()
     for task in readers:
         task.cancel()
-    latencies: list[float] = []
+    samples: list[tuple[int, float]] = []  # (phase, latency ms)
     for arrived, frame in arrivals:
         payload = json.loads(frame)["payload"]["payload"]
         if payload.get("seq", 0) >= payload.get("warmup", 0):
-            latencies.append((arrived - payload["t0"]) / 1e6)
-    result = {"received": len(arrivals), "expected": expected, "latencies_ms": latencies, "cpu_s": cpu}
+            samples.append((payload.get("phase", 0), (arrived - payload["t0"]) / 1e6))
+    result = {"received": len(arrivals), "expected": expected, "samples": samples, "cpu_s": cpu}
     print("RESULT " + json.dumps(result), flush=True)
     for ws in sockets:
         await ws.close()
@@ -128,8 +158,9 @@ async def subscriber_main(url: str, count: int, messages: int, deflate: bool) ->
 # CLOCK_MONOTONIC too. Frames are kept raw on arrival; t0 is cut out with a regex at the end (ns exceed 2^53).
 NODE_SUBSCRIBERS = r"""
 import WebSocket from 'ws'
-const [url, countArg, messagesArg, deflateArg] = process.argv.slice(1)
-const count = Number(countArg), expected = count * Number(messagesArg)
+const [url, countArg, messagesArg, deflateArg, topicsArg] = process.argv.slice(1)
+const count = Number(countArg), expected = count * Number(messagesArg), topics = Number(topicsArg)
+const topicOf = (i) => topics === 1 ? 'realtime:session:bench' : `realtime:session:bench-${i % topics}`
 const arrivals = []
 let joined = 0, finished = false, cpu0 = null
 const sockets = []
@@ -137,22 +168,25 @@ const finish = () => {
   if (finished) return
   finished = true
   const cpu = process.cpuUsage(cpu0)
-  const latencies = []
+  const samples = []
   for (const [at, frame] of arrivals) {
     const seq = Number(/"seq":(\d+)/.exec(frame)[1]), warmup = Number(/"warmup":(\d+)/.exec(frame)[1])
-    if (seq >= warmup) latencies.push(Number(at - BigInt(/"t0":(\d+)/.exec(frame)[1])) / 1e6)
+    const phase = Number(/"phase":(\d+)/.exec(frame)[1])
+    if (seq >= warmup) samples.push([phase, Number(at - BigInt(/"t0":(\d+)/.exec(frame)[1])) / 1e6])
   }
-  process.stdout.write('RESULT ' + JSON.stringify({ received: arrivals.length, expected, latencies_ms: latencies,
+  process.stdout.write('RESULT ' + JSON.stringify({ received: arrivals.length, expected, samples,
     cpu_s: (cpu.user + cpu.system) / 1e6 }) + '\n', () => process.exit(0))
 }
 const open = (i) => new Promise((resolve, reject) => {
   const ws = new WebSocket(url, { perMessageDeflate: deflateArg === '1' })
   let ready = false
-  ws.on('open', () => ws.send(JSON.stringify({ topic: 'realtime:session:bench', event: 'phx_join',
+  ws.on('open', () => ws.send(JSON.stringify({ topic: topicOf(i), event: 'phx_join',
     payload: { config: { broadcast: { ack: false, self: false }, private: false } }, ref: '1', join_ref: '1' })))
   ws.on('message', (data) => {
     if (!ready) { ready = true; joined++; resolve(ws); return }
-    arrivals.push([process.hrtime.bigint(), data.toString()])
+    const text = data.toString()
+    if (!text.includes('"event":"broadcast"')) return  // heartbeat replies
+    arrivals.push([process.hrtime.bigint(), text])
     if (arrivals.length >= expected) finish()
   })
   ws.on('error', reject)
@@ -181,15 +215,56 @@ class AllowAll:
         return None
 
 
+def entry(seq: int, phase: int, warmup: int) -> dict[str, Any]:
+    return {
+        "id": f"entry-{seq}",
+        "session_id": "bench",
+        "speaker": "candidate",
+        "first_sequence": seq,
+        "last_sequence": seq,
+        "text": ENTRY_TEXT,
+        "start_ms": seq * 2000,
+        "end_ms": seq * 2000 + 1900,
+        "seq": seq,
+        "warmup": warmup,
+        "phase": phase,
+        "t0": time.monotonic_ns(),
+    }
+
+
+async def publish_phase(hub: Any, names: list[str], messages: int, interval_s: float, phase: int, warmup: int) -> float:
+    """One message per interval on every topic; returns the hub process's CPU seconds for the phase."""
+    cpu0 = cpu_seconds()
+    started = time.monotonic()
+    for seq in range(messages):
+        for name in names:
+            await hub.publish(name, "transcript_entry", entry(seq, phase, warmup))
+        next_at = started + (seq + 1) * interval_s
+        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+    await asyncio.sleep(2.0)  # the last frames leave (and are counted here) before the next phase starts
+    return cpu_seconds() - cpu0
+
+
 async def run_scenario(
-    hub: Any, ws_url: str, count: int, messages: int, interval_s: float, deflate: bool, warmup: int, client: str
+    hub: Any,
+    ws_url: str,
+    count: int,
+    topics: int,
+    messages: int,
+    intervals_s: list[float],
+    deflate: bool,
+    warmup: int,
+    client: str,
 ) -> dict[str, Any]:
+    total = messages * len(intervals_s)
     if client == "node":
-        command = ["node", "--input-type=module", "-e", NODE_SUBSCRIBERS, ws_url, str(count), str(messages)]
-        command.append("1" if deflate else "0")
+        command = ["node", "--input-type=module", "-e", NODE_SUBSCRIBERS, ws_url, str(count), str(total)]
+        command += ["1" if deflate else "0", str(topics)]
     else:
         command = [sys.executable, __file__, "--subscriber", f"--url={ws_url}", f"--count={count}"]
-        command += [f"--messages={messages}", *([] if deflate else ["--no-deflate"])]
+        command += [f"--messages={total}", f"--topics={topics}", *([] if deflate else ["--no-deflate"])]
+    gc.collect()
+    rss0 = rss_kib()
     proc = await asyncio.create_subprocess_exec(
         *command,
         cwd=ROOT,
@@ -197,44 +272,57 @@ async def run_scenario(
         limit=1 << 26,  # the result line carries every latency sample
     )
     assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 180)
+    line = await asyncio.wait_for(proc.stdout.readline(), 300)
     assert line.strip() == b"READY", line
-    await poll(lambda: hub.subscriber_count(TOPIC) >= count)
+    names = sorted({topic_of(i, topics) for i in range(count)})
+    await poll(lambda: sum(hub.subscriber_count(name) for name in names) >= count)
     await asyncio.sleep(0.5)
-    cpu0 = cpu_seconds()
+    gc.collect()
+    idle_kib = (rss_kib() - rss0) / count
     started = time.monotonic()
-    for seq in range(messages):
-        payload = {
-            "id": f"entry-{seq}",
-            "session_id": "bench",
-            "speaker": "candidate",
-            "first_sequence": seq,
-            "last_sequence": seq,
-            "text": ENTRY_TEXT,
-            "start_ms": seq * 2000,
-            "end_ms": seq * 2000 + 1900,
-            "seq": seq,
-            "warmup": warmup,
-            "t0": time.monotonic_ns(),
-        }
-        await hub.publish(TOPIC, "transcript_entry", payload)
-        next_at = started + (seq + 1) * interval_s
-        await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-    server_cpu = cpu_seconds() - cpu0
+    server_cpu = [
+        await publish_phase(hub, names, messages, interval_s, phase, warmup)
+        for phase, interval_s in enumerate(intervals_s)
+    ]
     raw = b""
     while not raw.startswith(b"RESULT "):
-        raw = await asyncio.wait_for(proc.stdout.readline(), messages * 2 + 120)
+        raw = await asyncio.wait_for(proc.stdout.readline(), total * 2 + 120)
         if not raw:
             raise RuntimeError("the subscriber process ended without a result")
     await proc.wait()
     result: dict[str, Any] = json.loads(raw[len(b"RESULT ") :])
     result["server_cpu_s"] = server_cpu
+    result["idle_kib_per_socket"] = idle_kib
     result["elapsed_s"] = time.monotonic() - started
     return result
 
 
+def print_rows(count: int, topics: int, messages: int, intervals_ms: list[float], result: dict[str, Any]) -> None:
+    """One row per phase; `received` is per phase, from the samples' phase tags plus the warm-up."""
+    by_phase: dict[int, list[float]] = {phase: [] for phase in range(len(intervals_ms))}
+    for phase, ms in result["samples"]:
+        by_phase[phase].append(ms)
+    for phase, interval_ms in enumerate(intervals_ms):
+        lat = by_phase[phase] or [float("nan")]
+        rate = f"{1000 / interval_ms:g}/s" if interval_ms else "max"
+        print(
+            f"{count:>11} {topics:>6} {rate:>6} {result['received']:>9}/{result['expected']:<9} "
+            f"{percentile(lat, 50):>8.2f} {percentile(lat, 95):>8.2f} {percentile(lat, 99):>8.2f} {max(lat):>8.2f} "
+            f"{result['server_cpu_s'][phase]:>9.2f} {result['idle_kib_per_socket']:>8.1f}",
+            flush=True,
+        )
+    print(f"{'':>11} subscriber process CPU over all phases: {result['cpu_s']:.2f} s", flush=True)
+
+
 async def hub_main(
-    counts: list[int], messages: int, interval_ms: float, deflate: bool, warmup: int, client: str
+    counts: list[int],
+    topics: int,
+    messages: int,
+    intervals_ms: list[float],
+    deflate: bool,
+    warmup: int,
+    client: str,
+    loop_name: str,
 ) -> None:
     import uvicorn
     from litestar import Litestar
@@ -255,21 +343,18 @@ async def hub_main(
     await poll(lambda: server.started)
     ws_url = f"ws://127.0.0.1:{port}/realtime/v1/websocket?vsn=1.0.0"
     print(
-        f"fan-out of one topic: {messages} entries ({warmup} warm-up, not counted) every {interval_ms:g} ms, "
-        f"permessage-deflate {'on' if deflate else 'off'}, subscribers: one {client} process, {os.cpu_count()} CPUs"
+        f"fan-out over {topics} topic(s): {messages} entries per phase ({warmup} warm-up, not counted), "
+        f"permessage-deflate {'on' if deflate else 'off'}, {WS_IMPL} on {loop_name}, "
+        f"subscribers: one {client} process, {os.cpu_count()} CPUs"
     )
     print(
-        f"{'subscribers':>11} {'received':>9} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'sub CPU s':>9} {'hub CPU s':>9}"
+        f"{'subscribers':>11} {'topics':>6} {'rate':>6} {'received/expected':>19} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'max ms':>8} {'hub CPU s':>9} {'KiB/sock':>8}"
     )
     for count in counts:
-        result = await run_scenario(hub, ws_url, count, messages, interval_ms / 1000, deflate, warmup, client)
-        lat = result["latencies_ms"]
-        print(
-            f"{count:>11} {result['received']:>9} {percentile(lat, 50):>8.2f} {percentile(lat, 95):>8.2f} "
-            f"{percentile(lat, 99):>8.2f} {max(lat):>8.2f} {result['cpu_s']:>9.2f} {result['server_cpu_s']:>9.2f}",
-            flush=True,
-        )
+        intervals_s = [ms / 1000 for ms in intervals_ms]
+        result = await run_scenario(hub, ws_url, count, topics, messages, intervals_s, deflate, warmup, client)
+        print_rows(count, topics, messages, intervals_ms, result)
         await asyncio.sleep(0.5)
     server.should_exit = True
     await serving
@@ -278,9 +363,12 @@ async def hub_main(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--counts", default="1,100,1000", help="subscriber counts, comma-separated")
-    parser.add_argument("--messages", type=int, default=200, help="entries published per scenario")
-    parser.add_argument("--warmup", type=int, default=10, help="first entries not counted")
-    parser.add_argument("--interval-ms", type=float, default=50.0, help="time between entries")
+    parser.add_argument("--messages", type=int, default=200, help="entries published per phase")
+    parser.add_argument("--warmup", type=int, default=10, help="first entries of each phase not counted")
+    parser.add_argument(
+        "--interval-ms", default="50", help="time between entries; several, comma-separated, run as phases"
+    )
+    parser.add_argument("--topics", type=int, default=1, help="spread the subscribers over this many topics")
     parser.add_argument("--no-deflate", action="store_true", help="serve without permessage-deflate")
     parser.add_argument(
         "--client",
@@ -288,15 +376,26 @@ def main() -> None:
         default="python",
         help="subscriber process: Python `websockets` clients, or Node `ws` clients (lighter, measures the hub more)",
     )
+    parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the hub's event loop")
     parser.add_argument("--subscriber", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.subscriber:
-        asyncio.run(subscriber_main(args.url, args.count, args.messages, not args.no_deflate))
+        asyncio.run(subscriber_main(args.url, args.count, args.messages, not args.no_deflate, args.topics))
+        return
+    counts = [int(c) for c in args.counts.split(",")]
+    intervals_ms = [float(ms) for ms in args.interval_ms.split(",")]
+    hub = hub_main(
+        counts, args.topics, args.messages, intervals_ms, not args.no_deflate, args.warmup, args.client, args.loop
+    )
+    if args.loop == "uvloop":
+        import uvloop
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(hub)
     else:
-        counts = [int(c) for c in args.counts.split(",")]
-        asyncio.run(hub_main(counts, args.messages, args.interval_ms, not args.no_deflate, args.warmup, args.client))
+        asyncio.run(hub)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,14 @@
 """One realtime WebSocket connection: Phoenix channels over the local hub, as Supabase Realtime behaves.
 
-A reader task handles inbound frames in order; a writer task drains one bounded outbox that holds both replies and
-broadcast frames (the hub hands it pre-encoded frames shared with every other subscriber). A connection whose
-outbox fills up is closed (1013), so a slow reader never holds up the others.
+A reader task handles inbound frames in order; one bounded outbox holds both replies and broadcast frames (the
+hub hands it pre-encoded frames shared with every other subscriber). A connection whose outbox fills up is
+closed (1013), so a slow reader never holds up the others.
+
+Outboxes are drained by one callback per event loop (`Flusher`), not by a task per socket: waking 3,000 writer
+tasks per broadcast cost more than the sends, and the 3,000 futures alive at once fed the cyclic GC into full
+collections of 300 ms. The ASGI send of a writable socket finishes without suspending, so the flusher runs it to
+completion in place; a send that does suspend (the transport is paused: that client reads slowly) is handed to
+the connection's own writer task, which resumes it and drains that outbox while the flusher serves the others.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ import asyncio
 import collections
 import logging
 import threading
+import weakref
+from collections.abc import Coroutine
 from typing import Any, Final
 
 from litestar.connection import WebSocket
+from litestar.types import Message as AsgiMessage
 from litestar.types import WebSocketCloseEvent, WebSocketSendEvent
 
 from shared.broadcast.local import ENCODING_JSON, EvictReason, Frame, LocalHub, Message, Wire
@@ -29,6 +38,83 @@ TOPIC_PREFIX: Final = "realtime:"
 CLOSE_NORMAL: Final = 1000
 CLOSE_GOING_AWAY: Final = 1001
 CLOSE_TRY_AGAIN_LATER: Final = 1013
+
+
+Suspended = tuple[Coroutine[Any, Any, None], "asyncio.Future[Any] | None"]
+"""A send coroutine stopped at its first suspension, and the future it waits for (None: a bare yield)."""
+
+
+def send_now(send: Any, message: AsgiMessage) -> Suspended | None:
+    """Run one ASGI send up to its first suspension; None when it completed (the usual case: socket writable)."""
+    coro = send(message)
+    try:
+        waiting = coro.send(None)
+    except StopIteration:
+        return None
+    return coro, waiting
+
+
+async def finish(suspended: Suspended) -> None:
+    """Drive a send that `send_now` left suspended to its end, as a Task would: resume it once its future is done."""
+    coro, waiting = suspended
+    try:
+        while True:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                await asyncio.wait((waiting,))
+            waiting = coro.send(None)
+    except StopIteration:
+        return
+    finally:
+        coro.close()
+
+
+def send_event(frame: Frame) -> WebSocketSendEvent | None:
+    if isinstance(frame, str):
+        return {"type": "websocket.send", "text": frame, "bytes": None}
+    if isinstance(frame, bytes):
+        return {"type": "websocket.send", "bytes": frame, "text": None}
+    return None
+
+
+class Flusher:
+    """Drains the outboxes of one event loop's connections in one callback per batch of offers."""
+
+    __slots__ = ("_loop", "_pending", "_scheduled", "_thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)  # the registry below is keyed by the loop: no strong reference back
+        self._thread = threading.get_ident()
+        self._pending: collections.deque[Connection] = collections.deque()
+        self._scheduled = False
+
+    def schedule(self, conn: Connection) -> None:
+        """Called from any thread; the flag is cleared before draining, so a late append schedules again."""
+        self._pending.append(conn)
+        loop = self._loop()
+        if not self._scheduled and loop is not None:
+            self._scheduled = True
+            if threading.get_ident() == self._thread:
+                loop.call_soon(self._flush)
+            elif not loop.is_closed():
+                loop.call_soon_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending = self._pending
+        while pending:
+            pending.popleft().flush()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Flusher] = weakref.WeakKeyDictionary()
+
+
+def flusher_of(loop: asyncio.AbstractEventLoop) -> Flusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = Flusher(loop)
+    return flusher
 
 
 class ChannelMember:
@@ -78,9 +164,13 @@ class Connection:
         self.max_queue = max_queue
         self.channels: dict[str, ChannelMember] = {}
         self._out: collections.deque[Frame] = collections.deque()
-        self._ready = asyncio.Event()
+        self._ready = asyncio.Event()  # wakes the writer task: a suspended send to finish, or the close
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
+        self._flusher = flusher_of(self._loop)
+        self._queued = False  # in the flusher's pending queue
+        self._suspended: Suspended | None = None  # owned by the writer task until that outbox is empty
+        self._failed = False
         self._close: tuple[int, str] | None = None
 
     # -- outbox (called by the hub, possibly from another thread) --------------------------------------------
@@ -90,8 +180,32 @@ class Connection:
         if len(self._out) >= self.max_queue:
             return False
         self._out.append(frame)
-        self._wake()
+        if not self._queued:
+            self._queued = True
+            self._flusher.schedule(self)
         return True
+
+    def flush(self) -> None:
+        """Send what is queued now (on the loop, from the flusher); a send that suspends goes to the writer task."""
+        self._queued = False
+        if self._suspended is not None or self._failed or self._close is not None:
+            return
+        send = self.ws.send
+        out = self._out
+        while out:
+            event = send_event(out.popleft())
+            if event is None:
+                continue
+            try:
+                suspended = send_now(send, event)
+            except Exception:  # the client went away: the writer ends the connection
+                self._failed = True
+                self._ready.set()
+                return
+            if suspended is not None:
+                self._suspended = suspended
+                self._ready.set()
+                return
 
     def evict(self, reason: EvictReason) -> None:
         if reason == "slow":
@@ -131,19 +245,17 @@ class Connection:
             await asyncio.gather(reader, writer, return_exceptions=True)
 
     async def _writer(self) -> None:
+        """Finishes the sends the flusher could not (a slow client), and sends the close frame."""
         send = self.ws.send
         out = self._out
-        while True:
-            while out:
-                frame = out.popleft()
-                event: WebSocketSendEvent
-                if isinstance(frame, str):
-                    event = {"type": "websocket.send", "text": frame, "bytes": None}
-                elif isinstance(frame, bytes):
-                    event = {"type": "websocket.send", "bytes": frame, "text": None}
-                else:
-                    continue
-                await send(event)
+        while not self._failed:
+            if self._suspended is not None:
+                await finish(self._suspended)
+                while out:
+                    event = send_event(out.popleft())
+                    if event is not None:
+                        await send(event)
+                self._suspended = None
             if self._close is not None:
                 code, reason = self._close
                 close: WebSocketCloseEvent = {"type": "websocket.close", "code": code, "reason": reason}
