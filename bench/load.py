@@ -49,6 +49,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import http.server
 import json
 import math
 import os
@@ -62,7 +63,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -474,6 +475,41 @@ class Server:
     process: asyncio.subprocess.Process
     log: Path
     api_key: str = ""
+    realtime: SupabaseStandIn | None = None  # with --workers: lines arrive here instead of at the local hub
+
+
+class SupabaseStandIn:
+    """Supabase Realtime's broadcast endpoint (POST /realtime/v1/api/broadcast, 202), for a bridge with several
+    workers, which broadcasts through Supabase: each `transcript_entry` is timestamped as it arrives here, the
+    point where Supabase would fan it out (its own fan-out is not measured)."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[float, str]] = []
+        stand_in = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                at = time.monotonic()
+                for message in json.loads(body).get("messages", []):
+                    if message.get("event") == "transcript_entry":
+                        entry = message["payload"]
+                        key = f"{entry['session_id']}|{entry['speaker']}|{entry['last_sequence']}"
+                        stand_in.arrivals.append((at, key))
+                self.send_response(202)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 async def start_server(name: str, command: list[str], env: dict[str, str], port: int, log: Path) -> Server:
@@ -547,10 +583,14 @@ async def start_bridge(
     )  # fmt: skip
     if dsn:
         env["DATABASE_URL"] = dsn
+    realtime: SupabaseStandIn | None = None
+    if args.workers > 1:  # several processes broadcast through Supabase (the local hub serves one process)
+        realtime = SupabaseStandIn()
+        env.update(BROADCASTER="supabase", SUPABASE_URL=realtime.url, SUPABASE_SERVICE_ROLE_KEY="load-stand-in")
     binary = Path(sys.executable).parent / "interview-bridge"
     command = [str(binary), "serve", "--engine", "simulate", "--host", "127.0.0.1", "--port", str(port), *extra]
     server = await start_server("bridge", command, env, port, data_dir / "serve.log")
-    server.api_key = api_key
+    server.api_key, server.realtime = api_key, realtime
     return server
 
 
@@ -755,7 +795,11 @@ async def run_clients(jobs: list[Job], seconds: float, server: Server) -> tuple[
             process.stdin.write(f"GO {start_at!r}\n".encode())
             await process.stdin.drain()
         profiler = await start_profiler(server, seconds)
-        raw = await asyncio.wait_for(asyncio.gather(*(expect(p, b"RESULT ") for p in processes)), seconds + 120)
+        sampler = asyncio.create_task(sample_rss(server.process.pid, RSS_SAMPLES))
+        try:
+            raw = await asyncio.wait_for(asyncio.gather(*(expect(p, b"RESULT ") for p in processes)), seconds + 120)
+        finally:
+            sampler.cancel()
         end = group_usage(server.process.pid)
         if profiler is not None:
             await asyncio.wait_for(profiler.wait(), 120)
@@ -769,6 +813,29 @@ async def run_clients(jobs: list[Job], seconds: float, server: Server) -> tuple[
                 await process.wait()
             CLEANUP.groups.discard(process.pid)
     return merge([ClientStats(**json.loads(line)) for line in raw]), start, end
+
+
+RSS_SAMPLES: list[tuple[float, float]] = []  # (monotonic, MB) of the server during the latest load
+RSS_EVERY_S = 10.0
+
+
+async def sample_rss(pgid: int, samples: list[tuple[float, float]]) -> None:
+    """The server's RSS every RSS_EVERY_S during a load: flat, or growing with time at a steady load?"""
+    samples.clear()
+    while True:
+        samples.append((time.monotonic(), group_usage(pgid).rss_mb))
+        await asyncio.sleep(RSS_EVERY_S)
+
+
+def rss_trend(samples: list[tuple[float, float]]) -> str:
+    """Mean RSS over the first and the last minute of a load after its first minute (warm-up), if it ran 3+ min."""
+    if len(samples) < 2 or samples[-1][0] - samples[0][0] < 180:
+        return ""
+    t0, t_end = samples[0][0], samples[-1][0]
+    first = [mb for t, mb in samples if 60 <= t - t0 < 120]
+    last = [mb for t, mb in samples if t >= t_end - 60]
+    a, b = sum(first) / len(first), sum(last) / len(last)
+    return f"RSS minute 2 {a:.0f} MB -> last minute {b:.0f} MB ({100 * (b - a) / a:+.1f}%)"
 
 
 PROFILE: dict[str, Path] = {}  # "dir" -> where `--profile` writes flame graphs
@@ -797,6 +864,8 @@ async def drive(server: Server, audio: Audio, sessions: list[tuple[str, str]], p
         Job(server.url, plan.pace, plan.seconds, per_client, audio, streams[i :: plan.clients])
         for i in range(plan.clients)
     ]
+    if server.realtime is not None:
+        return await drive_through_supabase(server, server.realtime, jobs, plan, label, sessions)
     watchers = [await open_watcher(server.url, sid, token) for sid, token in sessions[: plan.watch]]
     try:
         client, start, end = await run_clients(jobs, plan.seconds, server)
@@ -807,6 +876,18 @@ async def drive(server: Server, audio: Audio, sessions: list[tuple[str, str]], p
             await watcher.close()
     label.client, label.start, label.end, label.watched = client, start, end, len(watchers)
     match(label, [entry for watcher in watchers for entry in watcher.entries()])
+    return label
+
+
+async def drive_through_supabase(
+    server: Server, realtime: SupabaseStandIn, jobs: list[Job], plan: Plan, label: Load, sessions: list[Any]
+) -> Load:
+    """As `drive`, with the lines taken where the bridge hands them to Supabase Realtime (the stand-in)."""
+    watched = {sid for sid, _ in sessions[: plan.watch]}
+    client, start, end = await run_clients(jobs, plan.seconds, server)
+    await until_quiet(lambda: realtime.arrivals[-1][0] if realtime.arrivals else None, label)
+    label.client, label.start, label.end, label.watched = client, start, end, len(watched)
+    match(label, [(at, key) for at, key in realtime.arrivals if key.split("|", 1)[0] in watched])
     return label
 
 
@@ -827,6 +908,16 @@ def match(load: Load, arrivals: list[tuple[float, str]]) -> None:
             continue
         load.deliveries.append(arrived - load.client.sent[key])
         load.closest.append(arrived - max(before))
+
+
+async def until_quiet(last_arrival: Callable[[], float | None], label: Load, within_s: float = 60.0) -> None:
+    """As `drain`, for lines that arrive at the Supabase stand-in."""
+    quiet_s, ended = 2.0 + 2 * (label.latency_ms or 0) / 1000, time.monotonic()
+    deadline = ended + within_s
+    while time.monotonic() < deadline:
+        if time.monotonic() - max(ended, last_arrival() or ended) >= quiet_s:
+            return
+        await asyncio.sleep(0.25)
 
 
 async def drain(watchers: list[Watcher], quiet_s: float, within_s: float = 60.0) -> None:
@@ -927,6 +1018,8 @@ async def with_bridge(
 async def release(server: Server | None, dsn: str | None, args: argparse.Namespace) -> None:
     if server is not None:
         await stop_server(server)
+        if server.realtime is not None:
+            server.realtime.close()
     if dsn is not None:
         with contextlib.suppress(Exception):
             await drop_database(args.database_url, dsn)
@@ -1045,6 +1138,9 @@ def report(load: Load) -> None:
     if load.unmatched:
         extra += f" unmatched entries {load.unmatched}"
     print(f"    {extra}", flush=True)
+    trend = rss_trend(RSS_SAMPLES)
+    if trend and load.target == "bridge":
+        print(f"    {trend}", flush=True)
     for sample in load.client.samples:
         print(f"    error: {sample}", flush=True)
     if load.problems:
