@@ -99,6 +99,24 @@ def main() -> None:
     row("Silero VadTrack.extend per 2 s chunk (incremental)", median_ms(incremental, 10) / steps)
     row("Silero over the whole pending buffer per 2 s chunk (to 16 s)", median_ms(whole_each_time, 10) / steps)
 
+    # Detection as the live path runs it on every chunk (levels, then Silero at the common peak), per input level:
+    # the cost must not depend on how loud the microphone is.
+    from functions.process_audio.buffer import SpeakerBuffer
+
+    peak = float(np.max(np.abs(buffer)))
+    for dbfs in (-3, -30, -45, -55):
+        scaled = (buffer * (10 ** (dbfs / 20) / peak)).astype(np.float32)
+
+        def live_detection(audio: np.ndarray = scaled) -> None:
+            speaker = SpeakerBuffer(detector)
+            for sequence, start in enumerate(range(0, audio.size, chunk)):
+                speaker.append(sequence, audio[start : start + chunk])
+
+        row(
+            f"detection per 2 s speech chunk as the live path runs it, peak {dbfs} dBFS",
+            median_ms(live_detection, 10) / steps,
+        )
+
 
 if __name__ == "__main__":
     main()
