@@ -49,7 +49,6 @@ import argparse
 import asyncio
 import base64
 import contextlib
-import http.server
 import json
 import math
 import os
@@ -78,6 +77,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 
+from bench.supabase_stand_in import SupabaseStandIn  # noqa: E402
 from bench.throughput import (  # noqa: E402
     CHUNK_SECONDS,
     DEFAULT_PG,
@@ -478,40 +478,6 @@ class Server:
     realtime: SupabaseStandIn | None = None  # with --workers: lines arrive here instead of at the local hub
 
 
-class SupabaseStandIn:
-    """Supabase Realtime's broadcast endpoint (POST /realtime/v1/api/broadcast, 202), for a bridge with several
-    workers, which broadcasts through Supabase: each `transcript_entry` is timestamped as it arrives here, the
-    point where Supabase would fan it out (its own fan-out is not measured)."""
-
-    def __init__(self) -> None:
-        self.arrivals: list[tuple[float, str]] = []
-        stand_in = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                at = time.monotonic()
-                for message in json.loads(body).get("messages", []):
-                    if message.get("event") == "transcript_entry":
-                        entry = message["payload"]
-                        key = f"{entry['session_id']}|{entry['speaker']}|{entry['last_sequence']}"
-                        stand_in.arrivals.append((at, key))
-                self.send_response(202)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                return None
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 async def start_server(name: str, command: list[str], env: dict[str, str], port: int, log: Path) -> Server:
     """Its own process group (killed whole at the end); stderr to a log we scan for warnings afterwards."""
     with log.open("ab") as sink:
@@ -585,7 +551,7 @@ async def start_bridge(
         env["DATABASE_URL"] = dsn
     realtime: SupabaseStandIn | None = None
     if args.workers > 1:  # several processes broadcast through Supabase (the local hub serves one process)
-        realtime = SupabaseStandIn()
+        realtime = SupabaseStandIn(service_key="load-stand-in")
         env.update(BROADCASTER="supabase", SUPABASE_URL=realtime.url, SUPABASE_SERVICE_ROLE_KEY="load-stand-in")
     binary = Path(sys.executable).parent / "interview-bridge"
     command = [str(binary), "serve", "--engine", "simulate", "--host", "127.0.0.1", "--port", str(port), *extra]
@@ -636,6 +602,11 @@ def status_kb(status: str, key: str) -> float:
 
 
 # ------------------------------------------------------------------------------------------ subscribers
+def entry_key(entry: dict[str, Any]) -> str:
+    """An entry named as the client names its chunks: "session|speaker|last_sequence"."""
+    return f"{entry['session_id']}|{entry['speaker']}|{entry['last_sequence']}"
+
+
 class Watcher:
     """A raw Phoenix vsn 1.0.0 client on `session:{id}`: frames are timestamped on arrival, parsed at the end."""
 
@@ -666,8 +637,7 @@ class Watcher:
             message = json.loads(frame)
             inner = message.get("payload") or {}
             if message.get("event") == "broadcast" and inner.get("event") == "transcript_entry":
-                entry = inner["payload"]
-                found.append((at, f"{entry['session_id']}|{entry['speaker']}|{entry['last_sequence']}"))
+                found.append((at, entry_key(inner["payload"])))
         return found
 
 
@@ -870,7 +840,7 @@ async def drive(server: Server, audio: Audio, sessions: list[tuple[str, str]], p
     try:
         client, start, end = await run_clients(jobs, plan.seconds, server)
         if watchers:
-            await drain(watchers, quiet_s=2.0 + 2 * (label.latency_ms or 0) / 1000)
+            await until_quiet(lambda: latest_frame(watchers), quiet_after(label))
     finally:
         for watcher in watchers:
             await watcher.close()
@@ -885,9 +855,10 @@ async def drive_through_supabase(
     """As `drive`, with the lines taken where the bridge hands them to Supabase Realtime (the stand-in)."""
     watched = {sid for sid, _ in sessions[: plan.watch]}
     client, start, end = await run_clients(jobs, plan.seconds, server)
-    await until_quiet(lambda: realtime.arrivals[-1][0] if realtime.arrivals else None, label)
+    await until_quiet(lambda: realtime.received[-1][0] if realtime.received else None, quiet_after(label))
     label.client, label.start, label.end, label.watched = client, start, end, len(watched)
-    match(label, [(at, key) for at, key in realtime.arrivals if key.split("|", 1)[0] in watched])
+    lines = [(at, message["payload"]) for at, message in realtime.messages("transcript_entry")]
+    match(label, [(at, entry_key(entry)) for at, entry in lines if entry["session_id"] in watched])
     return label
 
 
@@ -910,24 +881,22 @@ def match(load: Load, arrivals: list[tuple[float, str]]) -> None:
         load.closest.append(arrived - max(before))
 
 
-async def until_quiet(last_arrival: Callable[[], float | None], label: Load, within_s: float = 60.0) -> None:
-    """As `drain`, for lines that arrive at the Supabase stand-in."""
-    quiet_s, ended = 2.0 + 2 * (label.latency_ms or 0) / 1000, time.monotonic()
-    deadline = ended + within_s
-    while time.monotonic() < deadline:
-        if time.monotonic() - max(ended, last_arrival() or ended) >= quiet_s:
-            return
-        await asyncio.sleep(0.25)
+def latest_frame(watchers: list[Watcher]) -> float | None:
+    return max((w.frames[-1][0] for w in watchers if w.frames), default=None)
 
 
-async def drain(watchers: list[Watcher], quiet_s: float, within_s: float = 60.0) -> None:
-    """Entries of a backlog keep coming after the load stops: wait until the subscribers hear nothing for
-    `quiet_s` (at most `within_s`), else the slowest deliveries would be cut off and the percentiles flattered."""
+def quiet_after(label: Load) -> float:
+    """How long no line may arrive before a load's backlog counts as delivered: longer with a slow engine."""
+    return 2.0 + 2 * (label.latency_ms or 0) / 1000
+
+
+async def until_quiet(last_arrival: Callable[[], float | None], quiet_s: float, within_s: float = 60.0) -> None:
+    """Entries of a backlog keep coming after the load stops: wait until nothing arrives for `quiet_s` (at most
+    `within_s`), else the slowest deliveries would be cut off and the percentiles flattered."""
     ended = time.monotonic()
     deadline = ended + within_s
     while time.monotonic() < deadline:
-        last = max((w.frames[-1][0] for w in watchers if w.frames), default=ended)
-        if time.monotonic() - max(last, ended) >= quiet_s:
+        if time.monotonic() - max(ended, last_arrival() or ended) >= quiet_s:
             return
         await asyncio.sleep(0.25)
 

@@ -68,4 +68,4 @@ def test_speaker_runs_at_once_are_sized_for_the_engine(
         _env_file=None, data_dir=tmp_path, stt_engine=engine, openai_api_key="sk-test", live_concurrency=override
     )
     services = build_services(settings)
-    assert services.live.runs.slots == slots
+    assert services.live.config.workers == slots

@@ -5,49 +5,14 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 import httpx
 
+from bench.supabase_stand_in import SupabaseStandIn
 from bridge.offline import wav_bytes
 from tests.helpers import FIXTURES, load_pcm
 from tests.test_server_process import BIN, base_env, free_port, server, wait_healthy
-
-
-class RealtimeStandIn(BaseHTTPRequestHandler):
-    """Supabase Realtime's broadcast endpoint as the docs show it: POST /realtime/v1/api/broadcast, 202."""
-
-    received: ClassVar[list[dict[str, Any]]] = []
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        if self.path == "/realtime/v1/api/broadcast" and self.headers.get("apikey") == "service-role":
-            RealtimeStandIn.received.extend(json.loads(body)["messages"])
-            self.send_response(202)
-        else:
-            self.send_response(401)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
-@contextmanager
-def realtime_stand_in() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), RealtimeStandIn)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def worker_processes(pid: int) -> int:
@@ -80,10 +45,10 @@ def test_two_workers_share_one_store_and_broadcast_through_supabase(tmp_path: Pa
     url = f"http://127.0.0.1:{port}"
     data_dir = tmp_path / "data"
     speech = base64.b64encode(wav_bytes(load_pcm(FIXTURES / "live" / "two_sentences.flac"))).decode()
-    with realtime_stand_in() as supabase_url:
+    with SupabaseStandIn(service_key="service-role") as supabase:
         env = base_env(
             data_dir, port, STT_ENGINE="simulate", STORE="sqlite", BROADCASTER="supabase",
-            SUPABASE_URL=supabase_url, SUPABASE_SERVICE_ROLE_KEY="service-role",
+            SUPABASE_URL=supabase.url, SUPABASE_SERVICE_ROLE_KEY="service-role",
         )  # fmt: skip
         with server([str(BIN / "interview-bridge"), "serve", "--workers", "2"], env) as process:
             wait_healthy(url, process)
@@ -105,5 +70,5 @@ def test_two_workers_share_one_store_and_broadcast_through_supabase(tmp_path: Pa
             assert ended.status_code == 200
             entries = httpx.get(f"{url}/sessions/{session_id}/transcript", headers=auth).json()["entries"]
     assert {e["speaker"] for e in entries} == {"a", "b"}
-    lines = [m for m in RealtimeStandIn.received if m["event"] == "transcript_entry"]
+    lines = [message for _, message in supabase.messages("transcript_entry")]
     assert sorted(m["payload"]["id"] for m in lines) == sorted(e["id"] for e in entries)

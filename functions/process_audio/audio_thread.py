@@ -1,4 +1,4 @@
-"""The live path's audio work (decoding, speech detection) on one thread of its own, off the event loop.
+"""The live path's audio work (decoding, levels, speech detection, the engine's input) on one thread, off the loop.
 
 `asyncio.to_thread` spread it over the default pool: under load six threads ran small numpy and Silero steps at
 once, each taking the GIL back and forth with the event loop, which then answered requests late while the process

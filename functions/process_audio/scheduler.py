@@ -44,7 +44,6 @@ class RunScheduler(Generic[Result]):
         if workers < 1:
             raise ValueError("workers must be at least 1")
         self._run = run
-        self.slots = workers
         self._slots = asyncio.Semaphore(workers)
         self._queued: dict[Key, _Queued[Result]] = {}
         self._drivers: dict[Key, asyncio.Task[None]] = {}

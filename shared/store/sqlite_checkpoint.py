@@ -27,7 +27,6 @@ class WalCheckpointer:
     def __init__(self, path: Path, interval_s: float = 1.0) -> None:
         self.path = path
         self.interval_s = interval_s
-        self.checkpoints = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -46,14 +45,13 @@ class WalCheckpointer:
         try:
             conn.execute("PRAGMA busy_timeout=5000")
             while not self._stop.wait(self.interval_s):
-                self.checkpoint(conn)
+                self._checkpoint(conn)
         finally:
             conn.close()
 
-    def checkpoint(self, conn: sqlite3.Connection) -> None:
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
         try:
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # a busy or vanished file: the next tick (or the backstop) catches up
             log.warning("SQLite checkpoint failed: %s", exc)
-            return
-        self.checkpoints += 1

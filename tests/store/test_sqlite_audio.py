@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from shared.store.sqlite import SQLiteStore
@@ -12,39 +14,37 @@ from tests.store.test_conformance import chunk, make_session, make_tenant
 AUDIO_MB = 12  # past the 4 MB at which a commit would checkpoint by default
 
 
-async def write_audio(store: SQLiteStore) -> None:
-    session = await make_session(store, await make_tenant(store))
-    for seq in range(AUDIO_MB * 16):
-        await store.insert_chunk(chunk(session, seq, b"RIFF" + os.urandom(64 * 1024)))
+@asynccontextmanager
+async def store_with_audio(path: Path, checkpoint_every_s: float) -> AsyncIterator[SQLiteStore]:
+    """A started store at `path` that has just taken AUDIO_MB of WAV chunks."""
+    store = SQLiteStore(path, checkpoint_every_s=checkpoint_every_s)
+    await store.start()
+    try:
+        session = await make_session(store, await make_tenant(store))
+        for seq in range(AUDIO_MB * 16):
+            await store.insert_chunk(chunk(session, seq, b"RIFF" + os.urandom(64 * 1024)))
+        yield store
+    finally:
+        await store.close()
 
 
 async def test_commits_leave_the_checkpoint_to_the_thread(tmp_path: Path) -> None:
     """With the checkpoint thread idle, 12 MB of chunks stay in the WAL: no commit stopped to copy it."""
     path = tmp_path / "bridge.sqlite3"
-    store = SQLiteStore(path, checkpoint_every_s=3600)
-    await store.start()
-    try:
-        await write_audio(store)
+    async with store_with_audio(path, checkpoint_every_s=3600):
         assert path.stat().st_size < 1024 * 1024
         assert path.with_name(path.name + "-wal").stat().st_size > AUDIO_MB * 1024 * 1024
-    finally:
-        await store.close()
 
 
 async def test_the_checkpoint_thread_moves_the_wal_into_the_database(tmp_path: Path) -> None:
     """The thread copies what was written into the database file within a few of its ticks."""
     path = tmp_path / "bridge.sqlite3"
-    store = SQLiteStore(path, checkpoint_every_s=0.05)
-    await store.start()
-    try:
-        await write_audio(store)
+    async with store_with_audio(path, checkpoint_every_s=0.05):
         for _ in range(200):
             if path.stat().st_size > AUDIO_MB * 1024 * 1024:
                 break
             await asyncio.sleep(0.05)
         assert path.stat().st_size > AUDIO_MB * 1024 * 1024
-    finally:
-        await store.close()
 
 
 async def test_audio_stored_before_the_split_is_still_there_after_it(tmp_path: Path) -> None:
