@@ -40,7 +40,7 @@ def app_for(services: Services) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        await services.start()
+        await services.start(reaper=True)
         try:
             yield
         finally:

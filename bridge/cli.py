@@ -1,4 +1,4 @@
-"""The `interview-bridge` command: serve, tenant create, transcribe, db migrate, tail."""
+"""The `interview-bridge` command: serve, tenant create, transcribe, reap, db migrate, tail."""
 
 from __future__ import annotations
 
@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     transcribe.add_argument("--format", choices=["text", "json"], default="text")
     _add_data_dir(transcribe)
 
+    reap_parser = commands.add_parser("reap", help="one session reaper pass; prints its summary as one JSON line")
+    reap_parser.add_argument("--engine", choices=["auto", "local", "openai", "simulate"], default=None)
+    _add_data_dir(reap_parser)
+
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     migrate = db_commands.add_parser("migrate", help="apply pending migrations")
@@ -85,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(transcribe(args))
         if args.command == "db":
             return asyncio.run(db_migrate(args))
+        if args.command == "reap":
+            return asyncio.run(reap_once(args))
         return asyncio.run(tail(args))
     except ConfigurationError as exc:
         print(f"interview-bridge: {exc}", file=sys.stderr)
@@ -182,6 +188,20 @@ async def db_migrate(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     print(json.dumps({"applied": applied}))
+    return 0
+
+
+async def reap_once(args: argparse.Namespace) -> int:
+    """Close the sessions nobody ended, from cron or a scheduled machine; the engine loads only to flush audio."""
+    from bridge.services import build_services
+
+    services = build_services(_settings(args))
+    await services.open_backends()
+    try:
+        summary = await services.reap()
+    finally:
+        await services.close()
+    print(json.dumps(summary.to_json()))
     return 0
 
 

@@ -75,8 +75,7 @@ async def transcribe_file(services: Services, tenant: Tenant, path: Path, chunk_
         )
         await process_audio(request, session, services.live)
     await services.transcriber.wait_ready()
-    ended = await services.store.set_session_status(session.id, SessionStatus.ENDED, utcnow()) or session
-    await services.live.flush_session(ended)
+    await services.closer.end(session, SessionStatus.ENDED, utcnow())
     result.entries = await services.store.list_entries(session.id)
     result.text = " ".join(e.text for e in result.entries).strip()
     return result

@@ -23,9 +23,9 @@ from functions.transcript_bridge.models import TranscriptBridgeRequest
 from functions.transcript_bridge.service import transcript_bridge
 from functions.validation import check_speaker
 from shared.access import Action, in_closing_grace, require_tenant, session_for
-from shared.broadcast.vocabulary import STATUS_EVENT, session_topic
-from shared.credentials import Principal
-from shared.errors import InvalidRequest, TenantMismatch
+from shared.broadcast.vocabulary import session_topic
+from shared.credentials import Principal, PrincipalKind
+from shared.errors import InvalidRequest, TenantMismatch, Unauthorized
 from shared.models import Session, SessionStatus, utcnow
 
 AnyRequest = Request[Any, Any, Any]
@@ -212,15 +212,8 @@ async def viewer_token(request: AnyRequest, session_id: FromPath[str]) -> dict[s
 async def end_session(request: AnyRequest, session_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     session = await session_for(await principal_of(request), session_id, services.store, Action.WRITE)
-    was_active = session.status is SessionStatus.ACTIVE
-    ended = await services.store.set_session_status(session.id, SessionStatus.ENDED, utcnow()) or session
-    services.sessions.forget(session.id)
-    await services.live.flush_session(ended)
-    if was_active:
-        await services.broadcaster.publish(
-            session_topic(session.id), STATUS_EVENT, {"session_id": session.id, "status": ended.status.value}
-        )
-    return await session_with_sequences(services, ended)
+    ending = await services.closer.end(session, SessionStatus.ENDED, utcnow())
+    return await session_with_sequences(services, ending.session)
 
 
 @delete("/sessions/{session_id:str}", status_code=HTTP_204_NO_CONTENT)
@@ -261,6 +254,16 @@ async def transcript_bridge_route(request: AnyRequest) -> dict[str, Any]:
     return {"status": result.status, "entry": result.entry.to_json()}
 
 
+@post(["/functions/v1/session-reaper", "/session-reaper"], status_code=HTTP_200_OK)
+async def session_reaper_route(request: AnyRequest) -> dict[str, int]:
+    """One reaper pass, for an outside scheduler (cron, a scheduled machine): the service key only."""
+    services = services_of(request)
+    principal = await principal_of(request)
+    if principal.kind is not PrincipalKind.SERVICE:
+        raise Unauthorized("the session reaper takes the service key (SERVICE_KEY)")
+    return (await services.reap()).to_json()
+
+
 @get("/health")
 async def health(request: AnyRequest) -> dict[str, Any]:
     services = services_of(request)
@@ -283,5 +286,6 @@ ROUTES = [
     delete_session,
     process_audio_route,
     transcript_bridge_route,
+    session_reaper_route,
     health,
 ]

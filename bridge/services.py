@@ -15,10 +15,12 @@ from bridge.auth import Authenticator
 from bridge.limits import RateLimiter
 from functions.process_audio.config import LiveConfig
 from functions.process_audio.live import LivePath
+from functions.session_end import SessionCloser
+from functions.session_reaper.service import ReaperConfig, ReapSummary, reap
 from shared.broadcast.base import Broadcaster
 from shared.broadcast.local import LocalHub
 from shared.credentials import SessionTokens
-from shared.models import Session
+from shared.models import Session, utcnow
 from shared.session_cache import SessionCache
 from shared.settings import Settings
 from shared.store.base import Store
@@ -62,21 +64,49 @@ class Services:
     limits: RateLimiter = field(default_factory=RateLimiter)
     _background: set[asyncio.Task[object]] = field(default_factory=set)
     sessions: SessionCache = field(init=False)  # the per-chunk path's session reads
+    closer: SessionCloser = field(init=False)  # how a session ends, for the route, the CLI and the reaper
 
     def __post_init__(self) -> None:
         self.sessions = SessionCache(self.store)
+        self.closer = SessionCloser(self.store, self.live, self.broadcaster, self.sessions)
 
-    async def start(self, *, resume: bool = True) -> None:
+    async def start(self, *, resume: bool = True, reaper: bool = False) -> None:
         """Open every backend; with `resume`, pending audio left by an earlier process is processed once the
-        engine is ready (a throwaway store has none, so the `transcribe` command passes False)."""
-        await self.store.start()
-        await self.broadcaster.start()
+        engine is ready (a throwaway store has none, so the `transcribe` command passes False); with `reaper`,
+        a reaper pass runs every REAPER_INTERVAL seconds until `close` (the server)."""
+        await self.open_backends()
         await self.transcriber.start()
         # Loading Silero builds its graph (~1 s with the onnx import): off the start path, so the port opens at
         # once; a chunk that comes sooner waits for the load in the detector's lock.
         self._in_background(asyncio.to_thread(self.live.detector.warm_up))
         if resume:
             self._in_background(self._resume_when_ready())
+        if reaper and self.settings.reaper_interval > 0:
+            self._in_background(self._reap_every(self.settings.reaper_interval))
+
+    async def open_backends(self) -> None:
+        """Store and broadcaster, without starting the engine (the `reap` command loads it only to flush)."""
+        await self.store.start()
+        await self.broadcaster.start()
+
+    async def reap(self) -> ReapSummary:
+        """One reaper pass, now."""
+        config = ReaperConfig(
+            idle_timeout_s=self.settings.session_idle_timeout, max_duration_s=self.settings.session_max_duration
+        )
+        return await reap(utcnow(), closer=self.closer, config=config)
+
+    async def _reap_every(self, interval_s: float) -> None:
+        """The server's own reaper: a pass every `interval_s`, the first one interval after start."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                summary = await self.reap()
+            except Exception:
+                log.exception("a reaper pass failed; the next one retries")
+                continue
+            if summary.abandoned or summary.ended:
+                log.info("reaper: %s", summary.to_json())
 
     def _in_background(self, work: Coroutine[Any, Any, object]) -> None:
         """Run `work` as a task that `close` cancels."""

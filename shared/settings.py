@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     auto_migrate: OnOff = "on"
     rate_limits: OnOff = "on"
 
-    session_idle_timeout: int = 900
-    session_max_duration: int = 14_400
+    session_idle_timeout: int = Field(default=900, ge=1)
+    session_max_duration: int = Field(default=14_400, ge=1)
+    reaper_interval: float = Field(default=60.0, ge=0)  # seconds between the server's reaper passes; 0: off
     gap_timeout_s: float = 10.0
     end_grace_s: float = 10.0
     engine_retry_s: float = 5.0

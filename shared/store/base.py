@@ -73,6 +73,17 @@ class Store(Protocol):
         Returns the session as stored afterwards, or None when it does not exist.
         """
 
+    async def close_session(self, session_id: str, status: SessionStatus, at: datetime) -> Session | None:
+        """Move an active session to `status` (ended or abandoned) at `at`, in one atomic step.
+
+        Returns the closed session only to the call that closed it: None when it was already closed or does not
+        exist, so that however many callers race, exactly one announces the end.
+        """
+
+    async def stale_sessions(self, idle_before: datetime, started_before: datetime, limit: int) -> list[Session]:
+        """Active sessions with no activity since `idle_before` or created before `started_before`, the longest
+        idle first (the reaper's candidates)."""
+
     async def delete_session(self, tenant_id: str, session_id: str) -> bool:
         """Erase the session, its audio, streams and entries; False when it is not this tenant's."""
 

@@ -263,6 +263,27 @@ class PostgresStore:
                 row = await conn.fetchrow("SELECT * FROM sessions WHERE id = $1", session_id)
         return session_from_row(row) if row else None
 
+    async def close_session(self, session_id: str, status: SessionStatus, at: datetime) -> Session | None:
+        async with self._conn() as conn:
+            row = await conn.fetchrow(
+                "UPDATE sessions SET status = $1, ended_at = $2 WHERE id = $3 AND status = 'active' RETURNING *",
+                status.value,
+                at,
+                session_id,
+            )
+        return session_from_row(row) if row else None
+
+    async def stale_sessions(self, idle_before: datetime, started_before: datetime, limit: int) -> list[Session]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM sessions WHERE status = 'active' AND (last_activity_at < $1 OR created_at < $2)"
+                " ORDER BY last_activity_at, id LIMIT $3",
+                idle_before,
+                started_before,
+                limit,
+            )
+        return [session_from_row(row) for row in rows]
+
     async def delete_session(self, tenant_id: str, session_id: str) -> bool:
         async with self._conn() as conn:
             status = await conn.execute("DELETE FROM sessions WHERE id = $1 AND tenant_id = $2", session_id, tenant_id)

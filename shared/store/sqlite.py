@@ -226,6 +226,22 @@ class SQLiteStore:
             row = tx.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return session_from_row(row) if row else None
 
+    async def close_session(self, session_id: str, status: SessionStatus, at: datetime) -> Session | None:
+        with self._write() as tx:
+            rows = tx.execute(
+                "UPDATE sessions SET status = ?, ended_at = ? WHERE id = ? AND status = 'active' RETURNING *",
+                (status.value, _ts(at), session_id),
+            ).fetchall()
+        return session_from_row(rows[0]) if rows else None
+
+    async def stale_sessions(self, idle_before: datetime, started_before: datetime, limit: int) -> list[Session]:
+        rows = self.conn.execute(
+            "SELECT * FROM sessions WHERE status = 'active' AND (last_activity_at < ? OR created_at < ?)"
+            " ORDER BY last_activity_at, id LIMIT ?",
+            (_ts(idle_before), _ts(started_before), limit),
+        )
+        return [session_from_row(row) for row in rows]
+
     async def delete_session(self, tenant_id: str, session_id: str) -> bool:
         with self._write() as tx:
             cursor = tx.execute("DELETE FROM sessions WHERE id = ? AND tenant_id = ?", (session_id, tenant_id))

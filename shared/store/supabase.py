@@ -222,6 +222,28 @@ class SupabaseStore:
             return session_from_row(rows[0])
         return await self.get_session(session_id, None)
 
+    async def close_session(self, session_id: str, status: SessionStatus, at: datetime) -> Session | None:
+        query = (
+            self.client.table("sessions")
+            .update({"status": status.value, "ended_at": _ts(at)}, returning=ReturnMethod.representation)
+            .eq("id", session_id)
+            .eq("status", SessionStatus.ACTIVE.value)
+        )
+        rows = await self._rows("close session", query)
+        return session_from_row(rows[0]) if rows else None
+
+    async def stale_sessions(self, idle_before: datetime, started_before: datetime, limit: int) -> list[Session]:
+        query = (
+            self.client.table("sessions")
+            .select("*")
+            .eq("status", SessionStatus.ACTIVE.value)
+            .or_(f'last_activity_at.lt."{_ts(idle_before)}",created_at.lt."{_ts(started_before)}"')
+            .order("last_activity_at")
+            .order("id")
+            .limit(limit)
+        )
+        return [session_from_row(row) for row in await self._rows("list stale sessions", query)]
+
     async def delete_session(self, tenant_id: str, session_id: str) -> bool:
         query = (
             self.client.table("sessions")

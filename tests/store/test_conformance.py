@@ -120,6 +120,42 @@ async def test_session_status_changes_only_once(store: Store) -> None:
     assert await store.set_session_status(str(uuid.uuid4()), SessionStatus.ENDED, T0) is None
 
 
+async def test_closing_a_session_answers_only_the_call_that_closed_it(store: Store) -> None:
+    """The first close returns the closed session; a second close, racing or late, gets None and changes nothing."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    closes = [
+        store.close_session(session.id, SessionStatus.ABANDONED, T0 + timedelta(minutes=20)),
+        store.close_session(session.id, SessionStatus.ENDED, T0 + timedelta(minutes=21)),
+    ]
+    first, second = [await close for close in closes]
+    assert first is not None and first.status is SessionStatus.ABANDONED
+    assert first.ended_at == T0 + timedelta(minutes=20)
+    assert second is None
+    stored = await store.get_session(session.id, tenant.id)
+    assert stored is not None and stored.status is SessionStatus.ABANDONED
+    assert await store.close_session(str(uuid.uuid4()), SessionStatus.ENDED, T0) is None
+
+
+async def test_stale_sessions_are_the_idle_and_the_overlong_active_ones(store: Store) -> None:
+    """Idle past the cut-off or started before the other cut-off, and still active: those; fresh or closed: not."""
+    tenant = await make_tenant(store)
+    idle = await make_session(store, tenant, at=T0)
+    overlong = await make_session(store, tenant, at=T0 - timedelta(hours=5))
+    await store.insert_chunk(chunk(overlong, 0))  # active a moment ago, but started too long ago
+    await make_session(store, tenant, at=T0 + timedelta(minutes=10))  # fresh
+    closed = await make_session(store, tenant, at=T0)
+    await store.close_session(closed.id, SessionStatus.ENDED, T0 + timedelta(minutes=1))
+    await store.insert_chunk(replace(chunk(overlong, 1), received_at=T0 + timedelta(minutes=14)))
+    stale = await store.stale_sessions(
+        idle_before=T0 + timedelta(minutes=5), started_before=T0 - timedelta(hours=4), limit=10
+    )
+    assert [s.id for s in stale] == [idle.id, overlong.id]
+    assert [s.id for s in await store.stale_sessions(T0 + timedelta(minutes=5), T0 - timedelta(hours=4), 1)] == [
+        idle.id
+    ]
+
+
 async def test_chunk_insert_is_idempotent(store: Store) -> None:
     """The same chunk twice is a duplicate, other bytes under the same sequence a conflict, and one row stays."""
     tenant = await make_tenant(store)

@@ -1,0 +1,130 @@
+"""The session reaper's triggers: the route (service key only), the server's own schedule, and the command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from freezegun import freeze_time
+
+from bridge.cli import main
+from shared.models import Session, Tenant, utcnow
+from shared.store.sqlite import SQLiteStore
+from tests.helpers import FIXTURES, bearer, load_pcm, new_session, new_tenant, post_chunk, row_counts, wav_chunks
+
+SERVICE_KEY = "service-key-for-tests-0123456789abcdef"
+REAPER = "/functions/v1/session-reaper"
+SPEECH = wav_chunks(load_pcm(FIXTURES / "live" / "two_sentences.flac"))
+SUMMARY_KEYS = {"abandoned", "ended", "retried", "failed", "deleted", "machines_destroyed", "webhooks_sent"}
+
+
+async def test_the_route_abandons_an_idle_session_with_its_audio_in_the_transcript(
+    app_client: Callable[..., Any],
+) -> None:
+    """With the service key, a pass 20 minutes after the last chunk abandons the session; its speech is final."""
+    async with app_client(reaper_interval=0) as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        for seq, data in enumerate(SPEECH):
+            assert (await post_chunk(client, token, session_id, "candidate", seq, data)).status_code == 200
+        with freeze_time(utcnow() + timedelta(minutes=20), tick=True):
+            response = await client.post(REAPER, headers=bearer(SERVICE_KEY))
+            again = await client.post("/session-reaper", headers=bearer(SERVICE_KEY))
+        assert response.status_code == 200
+        assert response.json() == {**dict.fromkeys(SUMMARY_KEYS, 0), "abandoned": 1}
+        assert again.json()["abandoned"] == 0
+        session = (await client.get(f"/sessions/{session_id}", headers=bearer(key))).json()
+        assert session["status"] == "abandoned"
+        transcript = (await client.get(f"/sessions/{session_id}/transcript", headers=bearer(key))).json()
+        assert [e["text"] for e in transcript["entries"]] and all(
+            e["text"].startswith("[simulated") for e in transcript["entries"]
+        )
+
+
+async def test_the_route_refuses_every_credential_but_the_service_key(app_client: Callable[..., Any]) -> None:
+    """Tenant key, session token, viewer token, a wrong key or none: 401, and no session is touched."""
+    async with app_client(reaper_interval=0) as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        viewer = (await client.post(f"/sessions/{session_id}/viewer-token", headers=bearer(key))).json()["token"]
+        before = row_counts(client)
+        with freeze_time(utcnow() + timedelta(hours=5), tick=True):
+            for headers in (bearer(key), bearer(token), bearer(viewer), bearer("not-the-service-key"), {}):
+                response = await client.post(REAPER, headers=headers)
+                assert response.status_code == 401, headers
+                assert response.json()["error"] == "unauthorized"
+        assert row_counts(client) == before
+
+
+async def test_the_server_reaps_on_its_own_schedule(app_client: Callable[..., Any]) -> None:
+    """With REAPER_INTERVAL set, a session idle past SESSION_IDLE_TIMEOUT is abandoned without anyone asking."""
+    async with app_client(reaper_interval=0.2, session_idle_timeout=1) as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        assert (await post_chunk(client, token, session_id, "candidate", 0, SPEECH[0])).status_code == 200
+        deadline = time.monotonic() + 15
+        status = "active"
+        while status == "active" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            status = (await client.get(f"/sessions/{session_id}", headers=bearer(key))).json()["status"]
+        assert status == "abandoned"
+
+
+async def test_the_server_without_a_schedule_leaves_idle_sessions_alone(app_client: Callable[..., Any]) -> None:
+    """REAPER_INTERVAL=0 turns the schedule off: an idle session stays active until someone runs a pass."""
+    async with app_client(reaper_interval=0, session_idle_timeout=1) as client:
+        _, key = await new_tenant(client)
+        session_id, _ = await new_session(client, key)
+        await asyncio.sleep(2.5)
+        assert (await client.get(f"/sessions/{session_id}", headers=bearer(key))).json()["status"] == "active"
+
+
+def seed_sessions(data_dir: Path, ages: dict[str, timedelta]) -> dict[str, str]:
+    """Sessions created (and last active) `age` ago in the embedded store, by name -> id."""
+
+    async def seed() -> dict[str, str]:
+        store = SQLiteStore(data_dir / "bridge.sqlite3")
+        await store.start()
+        try:
+            tenant = Tenant(id="t-reap", name="reap", created_at=utcnow())
+            await store.create_tenant(tenant, api_key_hash="unused")
+            ids: dict[str, str] = {}
+            for name, age in ages.items():
+                at = utcnow() - age
+                session = replace(Session.new(tenant.id, speakers=("candidate",)), created_at=at, last_activity_at=at)
+                await store.create_session(session)
+                ids[name] = session.id
+            return ids
+        finally:
+            await store.close()
+
+    return asyncio.run(seed())
+
+
+def statuses(data_dir: Path) -> dict[str, str]:
+    async def read() -> dict[str, str]:
+        store = SQLiteStore(data_dir / "bridge.sqlite3")
+        await store.start()
+        try:
+            return {s.id: s.status.value for s in await store.list_sessions("t-reap", limit=100)}
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_the_reap_command_prints_one_json_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`reap` closes what is stale, prints the pass's summary as one JSON line and exits 0."""
+    ids = seed_sessions(tmp_path, {"idle": timedelta(hours=1), "fresh": timedelta(minutes=1)})
+    assert main(["reap", "--data-dir", str(tmp_path), "--engine", "simulate"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0]) == {**dict.fromkeys(SUMMARY_KEYS, 0), "abandoned": 1}
+    assert statuses(tmp_path) == {ids["idle"]: "abandoned", ids["fresh"]: "active"}

@@ -1,0 +1,142 @@
+"""The session reaper on every store: idle sessions abandoned, over-long ones ended, audio flushed, one announcement."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from functions.process_audio.live import LivePath
+from functions.session_end import SessionCloser
+from functions.session_reaper.service import ReaperConfig, reap
+from shared.broadcast.vocabulary import ENTRY_EVENT, STATUS_EVENT
+from shared.models import NewChunk, Session, SessionStatus
+from shared.store.base import Store
+from shared.stt.simulate import SimulatedTranscriber
+from tests.helpers import FIXTURES, load_pcm, wav_chunks
+from tests.store.test_conformance import T0, make_session, make_tenant
+
+CONFIG = ReaperConfig(idle_timeout_s=900, max_duration_s=4 * 3600)
+SPEECH = wav_chunks(load_pcm(FIXTURES / "live" / "two_sentences.flac"))
+
+
+@dataclass
+class RecordingBroadcaster:
+    name: str = "recording"
+    events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+
+    async def start(self) -> None:
+        return None
+
+    async def publish(self, topic: str, event: str, payload: dict[str, Any]) -> None:
+        self.events.append((topic, event, payload))
+
+    async def close(self) -> None:
+        return None
+
+    def of(self, session: Session) -> list[str]:
+        return [event for topic, event, _ in self.events if topic == f"session:{session.id}"]
+
+
+def closer_on(store: Store, broadcaster: RecordingBroadcaster) -> SessionCloser:
+    return SessionCloser(store, LivePath(store, SimulatedTranscriber(), broadcaster), broadcaster)
+
+
+async def status_of(store: Store, session: Session) -> SessionStatus | None:
+    stored = await store.get_session(session.id, session.tenant_id)
+    return None if stored is None else stored.status
+
+
+async def store_speech(store: Store, session: Session, at: datetime) -> None:
+    """The speaker's chunks stored and acknowledged, none processed yet (the browser left right after sending)."""
+    for seq, data in enumerate(SPEECH):
+        await store.insert_chunk(
+            NewChunk(
+                session_id=session.id,
+                speaker="candidate",
+                sequence_number=seq,
+                data=data,
+                digest=hashlib.sha256(data).hexdigest(),
+                mime_type="audio/wav",
+                starts_stream=True,
+                received_at=at + timedelta(seconds=2 * seq),
+            )
+        )
+
+
+async def test_a_pass_abandons_the_idle_ends_the_overlong_and_leaves_the_rest(store: Store) -> None:
+    """Idle 20 minutes: abandoned with its audio in the transcript; 5 hours long: ended; fresh or closed: as they were."""
+    tenant = await make_tenant(store)
+    idle = await make_session(store, tenant, at=T0)
+    await store_speech(store, idle, T0)
+    overlong = await make_session(store, tenant, at=T0 - timedelta(hours=5))
+    await store.insert_chunk(
+        NewChunk(
+            session_id=overlong.id,
+            speaker="interviewer",
+            sequence_number=0,
+            data=b"",
+            digest=hashlib.sha256(b"").hexdigest(),
+            mime_type=None,
+            starts_stream=False,
+            received_at=T0 + timedelta(minutes=19),
+        )
+    )
+    fresh = await make_session(store, tenant, at=T0 + timedelta(minutes=15))
+    broadcaster = RecordingBroadcaster()
+
+    summary = await reap(T0 + timedelta(minutes=20), closer=closer_on(store, broadcaster), config=CONFIG)
+
+    assert (summary.abandoned, summary.ended) == (1, 1)
+    assert [await status_of(store, s) for s in (idle, overlong, fresh)] == [
+        SessionStatus.ABANDONED,
+        SessionStatus.ENDED,
+        SessionStatus.ACTIVE,
+    ]
+    entries = await store.list_entries(idle.id)
+    assert entries and "[simulated" in entries[0].text
+    assert not await store.list_chunks(idle.id, "candidate", pending_only=True)
+    assert broadcaster.of(idle)[-1] == STATUS_EVENT and ENTRY_EVENT in broadcaster.of(idle)
+    assert broadcaster.of(idle).count(STATUS_EVENT) == 1
+    assert broadcaster.of(overlong) == [STATUS_EVENT]
+    assert broadcaster.of(fresh) == []
+
+
+async def test_a_second_pass_finds_nothing_to_do(store: Store) -> None:
+    """Sessions a pass closed are not closed or announced again by the next one."""
+    tenant = await make_tenant(store)
+    await make_session(store, tenant, at=T0)
+    broadcaster = RecordingBroadcaster()
+    closer = closer_on(store, broadcaster)
+    first = await reap(T0 + timedelta(hours=1), closer=closer, config=CONFIG)
+    second = await reap(T0 + timedelta(hours=2), closer=closer, config=CONFIG)
+    assert first.abandoned == 1
+    assert second.to_json() == dict.fromkeys(second.to_json(), 0)
+    assert [event for _, event, _ in broadcaster.events] == [STATUS_EVENT]
+
+
+async def test_two_passes_at_once_close_each_session_once(store: Store) -> None:
+    """Two concurrent passes (each its own live path) abandon every idle session once between them, one event each."""
+    tenant = await make_tenant(store)
+    sessions = [await make_session(store, tenant, at=T0) for _ in range(6)]
+    broadcaster = RecordingBroadcaster()
+    now = T0 + timedelta(hours=1)
+    first, second = await asyncio.gather(
+        reap(now, closer=closer_on(store, broadcaster), config=CONFIG),
+        reap(now, closer=closer_on(store, broadcaster), config=CONFIG),
+    )
+    assert first.abandoned + second.abandoned == len(sessions)
+    for session in sessions:
+        assert broadcaster.of(session) == [STATUS_EVENT]
+
+
+async def test_a_session_with_recent_audio_is_not_idle(store: Store) -> None:
+    """A session whose last chunk came 14 minutes ago stays active under a 15-minute idle timeout."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant, at=T0)
+    await store_speech(store, session, T0 + timedelta(minutes=14) - timedelta(seconds=2 * len(SPEECH)))
+    summary = await reap(T0 + timedelta(minutes=28), closer=closer_on(store, RecordingBroadcaster()), config=CONFIG)
+    assert summary.abandoned == 0
+    assert await status_of(store, session) is SessionStatus.ACTIVE
