@@ -174,6 +174,7 @@ async def list_sessions(request: AnyRequest) -> dict[str, Any]:
 async def session_with_sequences(services: Services, session: Session) -> dict[str, Any]:
     body = session.to_json()
     body["next_sequence"] = await services.store.next_sequences(session.id)
+    body["failed_sequences"] = await services.store.failed_sequences(session.id)
     return body
 
 
@@ -193,7 +194,10 @@ async def get_transcript(request: AnyRequest, session_id: FromPath[str]) -> Resp
         raise InvalidRequest("format must be json, text, vtt or srt")
     entries = await services.store.list_entries(session.id)
     if fmt == "json":
-        return Response({"session": session.to_json(), "entries": [e.to_json() for e in entries]})
+        failed = await services.store.failed_sequences(session.id)
+        return Response(
+            {"session": session.to_json(), "entries": [e.to_json() for e in entries], "failed_sequences": failed}
+        )
     if fmt == "text":
         return Response(as_text(entries), media_type="text/plain; charset=utf-8")
     if fmt == "vtt":

@@ -92,7 +92,9 @@ class Services:
     async def reap(self) -> ReapSummary:
         """One reaper pass, now."""
         config = ReaperConfig(
-            idle_timeout_s=self.settings.session_idle_timeout, max_duration_s=self.settings.session_max_duration
+            idle_timeout_s=self.settings.session_idle_timeout,
+            max_duration_s=self.settings.session_max_duration,
+            chunk_max_attempts=self.settings.chunk_max_attempts,
         )
         return await reap(utcnow(), closer=self.closer, config=config)
 

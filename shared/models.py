@@ -115,6 +115,16 @@ class StoredChunk:
     data: bytes | None = None  # loaded only when asked for
 
 
+@dataclass(frozen=True, slots=True)
+class StuckChunk:
+    """A pending chunk no run has taken in, long after it arrived: processing failed (the reaper retries it)."""
+
+    session_id: str
+    speaker: str
+    sequence_number: int
+    attempts: int  # failed tries so far
+
+
 @dataclass(slots=True)
 class SpeakerStream:
     """Where a speaker's utterance assembly stands; lives in the store so any process can take the next chunk.

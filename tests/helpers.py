@@ -16,8 +16,10 @@ from bridge.services import Services
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import inspect_chunk
 from shared.credentials import hash_api_key, new_api_key
+from shared.errors import EngineUnavailable
 from shared.models import Tenant, utcnow
-from shared.stt.base import Pcm
+from shared.stt.base import Pcm, Transcription
+from shared.stt.simulate import SimulatedTranscriber
 
 Client = AsyncTestClient[Litestar]
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -95,3 +97,18 @@ def row_counts(client: Client) -> dict[str, int]:
     counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
     counts["ended"] = conn.execute("SELECT COUNT(*) FROM sessions WHERE status != 'active'").fetchone()[0]
     return counts
+
+
+class EngineOutage(SimulatedTranscriber):
+    """The simulated engine, down (503-like EngineUnavailable) for its first `failures` calls."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.calls = 0
+
+    async def transcribe(self, pcm: Pcm, **options: Any) -> Transcription:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise EngineUnavailable("the engine answered 503", retry_after=1)
+        return await super().transcribe(pcm, **options)

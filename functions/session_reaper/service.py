@@ -14,17 +14,21 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from functions.session_end import SessionCloser
-from shared.models import Session, SessionStatus
+from shared.models import Session, SessionStatus, StuckChunk
 
 log = logging.getLogger("bridge.reaper")
 
 PAGE = 100  # stale sessions read per store query
+STUCK_PAGE = 1_000  # stuck chunks retried per pass at most; the next pass takes the rest
 
 
 @dataclass(frozen=True, slots=True)
 class ReaperConfig:
     idle_timeout_s: float = 900.0  # SESSION_IDLE_TIMEOUT
     max_duration_s: float = 14_400.0  # SESSION_MAX_DURATION
+    chunk_max_attempts: int = 6  # CHUNK_MAX_ATTEMPTS: tries of stuck audio before it is marked failed
+    stuck_after_s: float = 60.0  # a run takes a chunk in within a second; one a minute old is stuck
+    retry_base_s: float = 30.0  # the n-th retry waits retry_base_s * 2**n: 30 s, 1, 2, 4, 8 minutes
 
 
 @dataclass(slots=True)
@@ -51,6 +55,15 @@ def closing_status(session: Session, idle_before: datetime) -> SessionStatus:
 async def reap(now: datetime, *, closer: SessionCloser, config: ReaperConfig) -> ReapSummary:
     """One pass at `now` (read once, by the caller, when the pass starts)."""
     summary = ReapSummary()
+    await close_stale_sessions(now, closer, config, summary)
+    await retry_stuck_audio(now, closer, config, summary)
+    return summary
+
+
+async def close_stale_sessions(
+    now: datetime, closer: SessionCloser, config: ReaperConfig, summary: ReapSummary
+) -> None:
+    """Abandon the idle sessions and end the over-long ones, each by exactly one pass."""
     idle_before = now - timedelta(seconds=config.idle_timeout_s)
     started_before = now - timedelta(seconds=config.max_duration_s)
     seen: set[str] = set()
@@ -71,4 +84,33 @@ async def reap(now: datetime, *, closer: SessionCloser, config: ReaperConfig) ->
                     summary.abandoned += 1
                 else:
                     summary.ended += 1
-    return summary
+
+
+async def retry_stuck_audio(now: datetime, closer: SessionCloser, config: ReaperConfig, summary: ReapSummary) -> None:
+    """Run again the speakers whose audio processing left behind (an engine outage outlasting the live path's
+    own retries, a crash): a chunk tried `chunk_max_attempts` times is marked failed, never dropped silently."""
+    store, live = closer.store, closer.live
+    stuck = await store.stuck_chunks(now - timedelta(seconds=config.stuck_after_s), now, STUCK_PAGE)
+    by_speaker: dict[tuple[str, str], list[StuckChunk]] = {}
+    for chunk in stuck:
+        by_speaker.setdefault((chunk.session_id, chunk.speaker), []).append(chunk)
+    for (session_id, speaker), chunks in by_speaker.items():
+        session = await store.get_session(session_id, None)
+        if session is None:  # deleted meanwhile
+            continue
+        exhausted = [c.sequence_number for c in chunks if c.attempts >= config.chunk_max_attempts]
+        if exhausted:
+            summary.failed += await store.fail_chunks(session_id, speaker, exhausted, now)
+            log.warning("session %s speaker %s: chunks %s failed %d times; marked failed", session_id, speaker,
+                        exhausted, config.chunk_max_attempts)  # fmt: skip
+        trying = [c for c in chunks if c.attempts < config.chunk_max_attempts]
+        try:
+            await live.transcriber.wait_ready()  # the reaper's command starts no engine unless there is audio
+            await live.pump(session, speaker, final=session.status is not SessionStatus.ACTIVE)
+        except Exception:  # the attempt is counted below; the next pass tries again
+            log.exception("retrying session %s speaker %s failed", session_id, speaker)
+        if trying:
+            tries = max(c.attempts for c in trying) + 1
+            due = now + timedelta(seconds=config.retry_base_s * 2 ** (tries - 1))
+            await store.record_chunk_attempt(session_id, speaker, [c.sequence_number for c in trying], due)
+            summary.retried += len(trying)

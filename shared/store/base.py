@@ -19,6 +19,7 @@ from shared.models import (
     SessionStatus,
     SpeakerStream,
     StoredChunk,
+    StuckChunk,
     Tenant,
     TranscriptEntry,
 )
@@ -91,6 +92,22 @@ class Store(Protocol):
         """(session_id, speaker) pairs of sessions that still have pending chunks, for recovery."""
 
     # audio chunks
+    async def stuck_chunks(self, received_before: datetime, due_at: datetime, limit: int) -> list[StuckChunk]:
+        """Pending chunks processing left behind: not taken into their speaker's stream (at or past its
+        next_sequence), or of a closed session; received before `received_before`, next attempt due by `due_at`;
+        by session, speaker and sequence."""
+
+    async def record_chunk_attempt(
+        self, session_id: str, speaker: str, sequences: Sequence[int], next_attempt_at: datetime
+    ) -> int:
+        """Count one more failed try of those of `sequences` still stuck, due again at `next_attempt_at`."""
+
+    async def fail_chunks(self, session_id: str, speaker: str, sequences: Sequence[int], at: datetime) -> int:
+        """Give up on those of `sequences` still pending: no longer pending, listed as failed. Returns how many."""
+
+    async def failed_sequences(self, session_id: str) -> dict[str, list[int]]:
+        """Per speaker, the sequence numbers given up on, ascending (speakers without any are left out)."""
+
     async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:
         """Persist a chunk once: a replay with the same digest is a duplicate, other content a conflict.
 

@@ -33,6 +33,7 @@ from shared.models import (
     SessionStatus,
     SpeakerStream,
     StoredChunk,
+    StuckChunk,
     Tenant,
     TranscriptEntry,
 )
@@ -293,6 +294,33 @@ class PostgresStore:
         async with self._conn() as conn:
             rows = await conn.fetch("SELECT session_id, speaker FROM sessions_with_pending_audio()")
         return [(row["session_id"], row["speaker"]) for row in rows]
+
+    async def stuck_chunks(self, received_before: datetime, due_at: datetime, limit: int) -> list[StuckChunk]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM stuck_chunks($1, $2, $3)", received_before, due_at, limit)
+        return [StuckChunk(r["session_id"], r["speaker"], r["sequence_number"], r["attempts"]) for r in rows]
+
+    async def record_chunk_attempt(
+        self, session_id: str, speaker: str, sequences: Sequence[int], next_attempt_at: datetime
+    ) -> int:
+        async with self._conn() as conn:
+            count = await conn.fetchval(
+                "SELECT record_chunk_attempt($1, $2, $3, $4)", session_id, speaker, list(sequences), next_attempt_at
+            )
+        return int(count)
+
+    async def fail_chunks(self, session_id: str, speaker: str, sequences: Sequence[int], at: datetime) -> int:
+        async with self._conn() as conn:
+            count = await conn.fetchval("SELECT fail_chunks($1, $2, $3, $4)", session_id, speaker, list(sequences), at)
+        return int(count)
+
+    async def failed_sequences(self, session_id: str) -> dict[str, list[int]]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT speaker, sequence_number FROM failed_sequences($1)", session_id)
+        failed: dict[str, list[int]] = {}
+        for row in rows:
+            failed.setdefault(row["speaker"], []).append(row["sequence_number"])
+        return failed
 
     # audio chunks
     async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:

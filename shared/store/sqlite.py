@@ -28,6 +28,7 @@ from shared.models import (
     SessionStatus,
     SpeakerStream,
     StoredChunk,
+    StuckChunk,
     Tenant,
     TranscriptEntry,
     utcnow,
@@ -252,6 +253,56 @@ class SQLiteStore:
             "SELECT DISTINCT session_id, speaker FROM audio_chunks WHERE state = 'pending' ORDER BY session_id, speaker"
         )
         return [(row["session_id"], row["speaker"]) for row in rows]
+
+    async def stuck_chunks(self, received_before: datetime, due_at: datetime, limit: int) -> list[StuckChunk]:
+        rows = self.conn.execute(
+            "SELECT c.session_id, c.speaker, c.sequence_number, c.attempts FROM audio_chunks c"
+            " JOIN sessions n ON n.id = c.session_id"
+            " LEFT JOIN speaker_streams s ON s.session_id = c.session_id AND s.speaker = c.speaker"
+            " WHERE c.state = 'pending'"
+            " AND (c.sequence_number >= coalesce(s.next_sequence, 0) OR n.status != 'active')"
+            " AND c.received_at < ? AND (c.next_attempt_at IS NULL OR c.next_attempt_at <= ?)"
+            " ORDER BY c.session_id, c.speaker, c.sequence_number LIMIT ?",
+            (_ts(received_before), _ts(due_at), limit),
+        )
+        return [StuckChunk(r["session_id"], r["speaker"], r["sequence_number"], r["attempts"]) for r in rows]
+
+    async def record_chunk_attempt(
+        self, session_id: str, speaker: str, sequences: Sequence[int], next_attempt_at: datetime
+    ) -> int:
+        with self._write() as tx:
+            stream = tx.execute(
+                "SELECT next_sequence FROM speaker_streams WHERE session_id = ? AND speaker = ?", (session_id, speaker)
+            ).fetchone()
+            status = tx.execute("SELECT status FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            taken_in_below = stream[0] if stream and status and status[0] == "active" else 0
+            cursor = tx.executemany(
+                "UPDATE audio_chunks SET attempts = attempts + 1, next_attempt_at = ?"
+                " WHERE session_id = ? AND speaker = ? AND sequence_number = ? AND state = 'pending'"
+                " AND sequence_number >= ?",
+                [(_ts(next_attempt_at), session_id, speaker, seq, taken_in_below) for seq in sequences],
+            )
+        return cursor.rowcount
+
+    async def fail_chunks(self, session_id: str, speaker: str, sequences: Sequence[int], at: datetime) -> int:
+        with self._write() as tx:
+            cursor = tx.executemany(
+                "UPDATE audio_chunks SET state = 'done', failed_at = ?"
+                " WHERE session_id = ? AND speaker = ? AND sequence_number = ? AND state = 'pending'",
+                [(_ts(at), session_id, speaker, seq) for seq in sequences],
+            )
+        return cursor.rowcount
+
+    async def failed_sequences(self, session_id: str) -> dict[str, list[int]]:
+        rows = self.conn.execute(
+            "SELECT speaker, sequence_number FROM audio_chunks WHERE session_id = ? AND failed_at IS NOT NULL"
+            " ORDER BY speaker, sequence_number",
+            (session_id,),
+        )
+        failed: dict[str, list[int]] = {}
+        for row in rows:
+            failed.setdefault(row["speaker"], []).append(row["sequence_number"])
+        return failed
 
     # audio chunks
     async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:

@@ -31,6 +31,7 @@ from shared.models import (
     SessionStatus,
     SpeakerStream,
     StoredChunk,
+    StuckChunk,
     Tenant,
     TranscriptEntry,
 )
@@ -256,6 +257,40 @@ class SupabaseStore:
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         rows = await self._rpc("sessions_with_pending_audio", {})
         return [(row["session_id"], row["speaker"]) for row in rows or []]
+
+    async def stuck_chunks(self, received_before: datetime, due_at: datetime, limit: int) -> list[StuckChunk]:
+        rows = await self._rpc(
+            "stuck_chunks",
+            {"p_received_before": _ts(received_before), "p_due_at": _ts(due_at), "p_max_rows": limit},
+        )
+        return [StuckChunk(r["session_id"], r["speaker"], r["sequence_number"], r["attempts"]) for r in rows or []]
+
+    async def record_chunk_attempt(
+        self, session_id: str, speaker: str, sequences: Sequence[int], next_attempt_at: datetime
+    ) -> int:
+        count = await self._rpc(
+            "record_chunk_attempt",
+            {
+                "p_session_id": session_id,
+                "p_speaker": speaker,
+                "p_sequences": list(sequences),
+                "p_next_attempt_at": _ts(next_attempt_at),
+            },
+        )
+        return int(count)
+
+    async def fail_chunks(self, session_id: str, speaker: str, sequences: Sequence[int], at: datetime) -> int:
+        count = await self._rpc(
+            "fail_chunks",
+            {"p_session_id": session_id, "p_speaker": speaker, "p_sequences": list(sequences), "p_at": _ts(at)},
+        )
+        return int(count)
+
+    async def failed_sequences(self, session_id: str) -> dict[str, list[int]]:
+        failed: dict[str, list[int]] = {}
+        for row in await self._rpc("failed_sequences", {"p_session_id": session_id}) or []:
+            failed.setdefault(row["speaker"], []).append(row["sequence_number"])
+        return failed
 
     # audio chunks
     async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:

@@ -17,7 +17,17 @@ from freezegun import freeze_time
 from bridge.cli import main
 from shared.models import Session, Tenant, utcnow
 from shared.store.sqlite import SQLiteStore
-from tests.helpers import FIXTURES, bearer, load_pcm, new_session, new_tenant, post_chunk, row_counts, wav_chunks
+from tests.helpers import (
+    FIXTURES,
+    EngineOutage,
+    bearer,
+    load_pcm,
+    new_session,
+    new_tenant,
+    post_chunk,
+    row_counts,
+    wav_chunks,
+)
 
 SERVICE_KEY = "service-key-for-tests-0123456789abcdef"
 REAPER = "/functions/v1/session-reaper"
@@ -46,6 +56,27 @@ async def test_the_route_abandons_an_idle_session_with_its_audio_in_the_transcri
         assert [e["text"] for e in transcript["entries"]] and all(
             e["text"].startswith("[simulated") for e in transcript["entries"]
         )
+
+
+async def test_audio_the_engine_never_took_is_listed_as_failed_on_the_session_and_transcript(
+    app_client: Callable[..., Any],
+) -> None:
+    """An outage outlasting CHUNK_MAX_ATTEMPTS passes: the session and the transcript JSON list the failed chunks."""
+    async with app_client(reaper_interval=0, chunk_max_attempts=2, transcriber=EngineOutage(10_000)) as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        for seq, data in enumerate(SPEECH):
+            assert (await post_chunk(client, token, session_id, "candidate", seq, data)).status_code == 200
+        for hours in range(1, 5):
+            with freeze_time(utcnow() + timedelta(hours=hours), tick=True):
+                assert (await client.post(REAPER, headers=bearer(SERVICE_KEY))).status_code == 200
+        failed = {"candidate": list(range(len(SPEECH)))}
+        session = (await client.get(f"/sessions/{session_id}", headers=bearer(key))).json()
+        assert session["status"] == "abandoned"
+        assert session["failed_sequences"] == failed
+        transcript = (await client.get(f"/sessions/{session_id}/transcript", headers=bearer(key))).json()
+        assert transcript["failed_sequences"] == failed
+        assert transcript["entries"] == []
 
 
 async def test_the_route_refuses_every_credential_but_the_service_key(app_client: Callable[..., Any]) -> None:

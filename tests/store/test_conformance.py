@@ -156,6 +156,45 @@ async def test_stale_sessions_are_the_idle_and_the_overlong_active_ones(store: S
     ]
 
 
+async def test_stuck_chunks_are_the_old_pending_ones_no_run_took_in(store: Store) -> None:
+    """Chunks past the stream's next_sequence, old enough and due: stuck; absorbed, fresh or not yet due: not."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    for seq in range(4):
+        await store.insert_chunk(chunk(session, seq))  # received at T0 + seq seconds
+    stream = await store.claim_stream(session.id, "candidate", "w", 30, T0)
+    assert stream is not None
+    stream.next_sequence = 1  # chunk 0 is in the open utterance: pending, but taken in
+    await store.save_stream(stream, "w")
+    now = T0 + timedelta(minutes=10)
+    stuck = await store.stuck_chunks(received_before=T0 + timedelta(seconds=2.5), due_at=now, limit=10)
+    assert [(c.sequence_number, c.attempts) for c in stuck] == [(1, 0), (2, 0)]
+    assert await store.record_chunk_attempt(session.id, "candidate", [0, 1, 2], now + timedelta(minutes=1)) == 2
+    assert await store.stuck_chunks(T0 + timedelta(seconds=2.5), now, 10) == []
+    later = await store.stuck_chunks(T0 + timedelta(seconds=2.5), now + timedelta(minutes=1), 10)
+    assert [(c.sequence_number, c.attempts) for c in later] == [(1, 1), (2, 1)]
+    await store.close_session(session.id, SessionStatus.ABANDONED, now)  # nothing will finish chunk 0's utterance
+    closed = await store.stuck_chunks(T0 + timedelta(seconds=2.5), now + timedelta(minutes=1), 10)
+    assert [(c.sequence_number, c.attempts) for c in closed] == [(0, 0), (1, 1), (2, 1)]
+    assert await store.record_chunk_attempt(session.id, "candidate", [0], now + timedelta(minutes=2)) == 1
+
+
+async def test_failed_chunks_leave_the_queue_and_stay_listed(store: Store) -> None:
+    """A chunk given up on is no longer pending nor stuck, and is listed per speaker as failed; once only."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    for seq in range(3):
+        await store.insert_chunk(chunk(session, seq))
+    await store.insert_chunk(chunk(session, 0, speaker="interviewer"))
+    assert await store.fail_chunks(session.id, "candidate", [0, 2], T0 + timedelta(hours=1)) == 2
+    assert await store.fail_chunks(session.id, "candidate", [0, 2], T0 + timedelta(hours=2)) == 0
+    assert await store.failed_sequences(session.id) == {"candidate": [0, 2]}
+    pending = await store.list_chunks(session.id, "candidate", pending_only=True)
+    assert [c.sequence_number for c in pending] == [1]
+    stuck = await store.stuck_chunks(T0 + timedelta(hours=1), T0 + timedelta(hours=1), 10)
+    assert [(c.speaker, c.sequence_number) for c in stuck] == [("candidate", 1), ("interviewer", 0)]
+
+
 async def test_chunk_insert_is_idempotent(store: Store) -> None:
     """The same chunk twice is a duplicate, other bytes under the same sequence a conflict, and one row stays."""
     tenant = await make_tenant(store)

@@ -10,12 +10,13 @@ from typing import Any
 
 from functions.process_audio.live import LivePath
 from functions.session_end import SessionCloser
-from functions.session_reaper.service import ReaperConfig, reap
+from functions.session_reaper.service import ReaperConfig, ReapSummary, reap
 from shared.broadcast.vocabulary import ENTRY_EVENT, STATUS_EVENT
 from shared.models import NewChunk, Session, SessionStatus
 from shared.store.base import Store
+from shared.stt.base import Transcriber
 from shared.stt.simulate import SimulatedTranscriber
-from tests.helpers import FIXTURES, load_pcm, wav_chunks
+from tests.helpers import FIXTURES, EngineOutage, load_pcm, wav_chunks
 from tests.store.test_conformance import T0, make_session, make_tenant
 
 CONFIG = ReaperConfig(idle_timeout_s=900, max_duration_s=4 * 3600)
@@ -40,8 +41,8 @@ class RecordingBroadcaster:
         return [event for topic, event, _ in self.events if topic == f"session:{session.id}"]
 
 
-def closer_on(store: Store, broadcaster: RecordingBroadcaster) -> SessionCloser:
-    return SessionCloser(store, LivePath(store, SimulatedTranscriber(), broadcaster), broadcaster)
+def closer_on(store: Store, broadcaster: RecordingBroadcaster, engine: Transcriber | None = None) -> SessionCloser:
+    return SessionCloser(store, LivePath(store, engine or SimulatedTranscriber(), broadcaster), broadcaster)
 
 
 async def status_of(store: Store, session: Session) -> SessionStatus | None:
@@ -140,3 +141,50 @@ async def test_a_session_with_recent_audio_is_not_idle(store: Store) -> None:
     summary = await reap(T0 + timedelta(minutes=28), closer=closer_on(store, RecordingBroadcaster()), config=CONFIG)
     assert summary.abandoned == 0
     assert await status_of(store, session) is SessionStatus.ACTIVE
+
+
+async def passes_until_quiet(store: Store, closer: SessionCloser, start: datetime, passes: int) -> list[ReapSummary]:
+    """`passes` reaper passes an hour apart (every retry is due by then)."""
+    return [await reap(start + timedelta(hours=n), closer=closer, config=CONFIG) for n in range(passes)]
+
+
+async def test_an_outage_that_outlasts_every_retry_leaves_the_audio_failed_and_listed(store: Store) -> None:
+    """With the engine down for good, each stuck chunk is tried CHUNK_MAX_ATTEMPTS times, then listed as failed."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant, at=T0)
+    await store_speech(store, session, T0)
+    closer = closer_on(store, RecordingBroadcaster(), EngineOutage(failures=10_000))
+    summaries = await passes_until_quiet(store, closer, T0 + timedelta(minutes=20), CONFIG.chunk_max_attempts + 2)
+    assert summaries[0].abandoned == 1
+    assert sum(s.failed for s in summaries) == len(SPEECH)
+    assert await store.failed_sequences(session.id) == {"candidate": list(range(len(SPEECH)))}
+    assert not await store.list_chunks(session.id, "candidate", pending_only=True)
+    assert await store.list_entries(session.id) == []
+    assert summaries[-1].retried == summaries[-1].failed == 0
+
+
+async def test_an_outage_that_ends_in_time_yields_the_entries(store: Store) -> None:
+    """The engine back after a few failed tries: the stuck audio becomes entries and nothing is marked failed."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant, at=T0)
+    await store_speech(store, session, T0)
+    closer = closer_on(store, RecordingBroadcaster(), EngineOutage(failures=3))
+    summaries = await passes_until_quiet(store, closer, T0 + timedelta(minutes=20), 4)
+    assert sum(s.retried for s in summaries) >= 1
+    assert sum(s.failed for s in summaries) == 0
+    assert await store.failed_sequences(session.id) == {}
+    entries = await store.list_entries(session.id)
+    assert entries and all(e.text.startswith("[simulated") for e in entries)
+    assert not await store.list_chunks(session.id, "candidate", pending_only=True)
+
+
+async def test_audio_of_an_active_speaker_is_not_retried_while_it_is_fresh(store: Store) -> None:
+    """Chunks that arrived under a minute ago are the live path's, not the reaper's: not tried, not counted."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant, at=T0)
+    await store_speech(store, session, T0)
+    engine = EngineOutage(failures=0)
+    summary = await reap(
+        T0 + timedelta(seconds=30), closer=closer_on(store, RecordingBroadcaster(), engine), config=CONFIG
+    )
+    assert (summary.retried, summary.failed, engine.calls) == (0, 0, 0)
