@@ -1,4 +1,4 @@
-"""The `interview-bridge` command: serve, tenant create, transcribe, reap, db migrate, tail."""
+"""The `interview-bridge` command: serve, tenant create/update, transcribe, reap, db migrate, tail."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from shared.credentials import hash_api_key, new_api_key
+from shared.credentials import hash_api_key, new_api_key, new_webhook_secret
 from shared.errors import ConfigurationError
 from shared.models import Tenant, utcnow
 from shared.settings import Settings
@@ -48,9 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     tenant = commands.add_parser("tenant", help="manage tenants")
     tenant_commands = tenant.add_subparsers(dest="tenant_command", required=True)
-    create = tenant_commands.add_parser("create", help="create a tenant and print its API key as JSON")
+    create = tenant_commands.add_parser(
+        "create", help="create a tenant; prints its id, API key and webhook signing secret as one JSON line"
+    )
     create.add_argument("name")
+    create.add_argument("--webhook-url", default=None, help="POST each ended session's transcript here (https)")
     _add_data_dir(create)
+    update = tenant_commands.add_parser("update", help="change a tenant's webhook URL (NAME or tenant id)")
+    update.add_argument("name")
+    update.add_argument("--webhook-url", required=True, help="the new URL; an empty string removes the webhook")
+    _add_data_dir(update)
 
     transcribe = commands.add_parser("transcribe", help="push audio files through the live path, print transcripts")
     transcribe.add_argument("files", nargs="+")
@@ -83,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return serve(args)
+        if args.command == "tenant" and args.tenant_command == "update":
+            return asyncio.run(tenant_update(args))
         if args.command == "tenant":
             return asyncio.run(tenant_create(args))
         if args.command == "transcribe":
@@ -166,16 +175,57 @@ def worker_environment(settings: Settings) -> dict[str, str]:
 async def tenant_create(args: argparse.Namespace) -> int:
     from shared.store.factory import create_store
 
+    url = _webhook_url(args.webhook_url)
     store = create_store(_settings(args))
     await store.start()
     try:
-        api_key = new_api_key()
+        api_key, webhook_secret = new_api_key(), new_webhook_secret()
         tenant = Tenant(id=str(uuid.uuid4()), name=args.name, created_at=utcnow())
         await store.create_tenant(tenant, hash_api_key(api_key))
+        await store.set_tenant_webhook(tenant.id, url, webhook_secret)
     finally:
         await store.close()
-    print(json.dumps({"tenant_id": tenant.id, "api_key": api_key}))
+    print(json.dumps({"tenant_id": tenant.id, "api_key": api_key, "webhook_secret": webhook_secret}))
     return 0
+
+
+async def tenant_update(args: argparse.Namespace) -> int:
+    from shared.store.factory import create_store
+
+    url = _webhook_url(args.webhook_url or None)
+    store = create_store(_settings(args))
+    await store.start()
+    try:
+        by_id = await store.get_tenant(args.name)
+        tenants = [by_id] if by_id is not None else await store.tenants_named(args.name)
+        if len(tenants) != 1:
+            many = f"{len(tenants)} tenants are named {args.name!r}; give the tenant id" if tenants else ""
+            print(f"interview-bridge tenant update: {many or f'no tenant {args.name!r}'}", file=sys.stderr)
+            return 2
+        tenant = tenants[0]
+        current = await store.tenants_named(tenant.name)
+        had_secret = any(t.id == tenant.id and t.webhook_secret for t in current)
+        secret = None if had_secret else new_webhook_secret()  # tenants made before webhooks get a key now
+        await store.set_tenant_webhook(tenant.id, url, secret)
+    finally:
+        await store.close()
+    line: dict[str, Any] = {"tenant_id": tenant.id, "webhook_url": url}
+    if secret is not None:
+        line["webhook_secret"] = secret
+    print(json.dumps(line))
+    return 0
+
+
+def _webhook_url(url: str | None) -> str | None:
+    from shared.errors import InvalidRequest
+    from shared.webhook.target import check_webhook_url
+
+    if url is None:
+        return None
+    try:
+        return check_webhook_url(url)
+    except InvalidRequest as exc:
+        raise ConfigurationError(exc.detail) from exc
 
 
 async def db_migrate(args: argparse.Namespace) -> int:

@@ -216,7 +216,7 @@ async def viewer_token(request: AnyRequest, session_id: FromPath[str]) -> dict[s
 async def end_session(request: AnyRequest, session_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     session = await session_for(await principal_of(request), session_id, services.store, Action.WRITE)
-    ending = await services.closer.end(session, SessionStatus.ENDED, utcnow())
+    ending = await services.end_session(session, SessionStatus.ENDED)
     return await session_with_sequences(services, ending.session)
 
 

@@ -8,6 +8,7 @@ import logging
 import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,18 +16,19 @@ from bridge.auth import Authenticator
 from bridge.limits import RateLimiter
 from functions.process_audio.config import LiveConfig
 from functions.process_audio.live import LivePath
-from functions.session_end import SessionCloser
+from functions.session_end import Ending, SessionCloser
 from functions.session_reaper.service import ReaperConfig, ReapSummary, reap
 from shared.broadcast.base import Broadcaster
 from shared.broadcast.local import LocalHub
 from shared.credentials import SessionTokens
-from shared.models import Session, utcnow
+from shared.models import Session, SessionStatus, utcnow
 from shared.session_cache import SessionCache
 from shared.settings import Settings
-from shared.store.base import Store
+from shared.store.base import FIRST_DELIVERY_AFTER_S, Store
 from shared.store.factory import create_store
 from shared.stt.base import Transcriber
 from shared.stt.factory import create_transcriber
+from shared.webhook.sender import WebhookSender
 
 if TYPE_CHECKING:
     from shared.supabase_jwt import SupabaseJwtVerifier
@@ -65,10 +67,20 @@ class Services:
     _background: set[asyncio.Task[object]] = field(default_factory=set)
     sessions: SessionCache = field(init=False)  # the per-chunk path's session reads
     closer: SessionCloser = field(init=False)  # how a session ends, for the route, the CLI and the reaper
+    webhooks: WebhookSender = field(init=False)  # the outbox of transcripts for tenants' webhooks
 
     def __post_init__(self) -> None:
         self.sessions = SessionCache(self.store)
         self.closer = SessionCloser(self.store, self.live, self.broadcaster, self.sessions)
+        self.webhooks = WebhookSender(self.store, allow_private=self.settings.webhook_allow_private == "on")
+
+    async def end_session(self, session: Session, status: SessionStatus) -> Ending:
+        """End a session now (the route); its tenant's webhook is sent in the background."""
+        now = utcnow()
+        ending = await self.closer.end(session, status, now)
+        if ending.closed_now:
+            self.webhooks.deliver_soon(session.id, now, due_by=now + timedelta(seconds=FIRST_DELIVERY_AFTER_S))
+        return ending
 
     async def start(self, *, resume: bool = True, reaper: bool = False) -> None:
         """Open every backend; with `resume`, pending audio left by an earlier process is processed once the
@@ -96,7 +108,7 @@ class Services:
             max_duration_s=self.settings.session_max_duration,
             chunk_max_attempts=self.settings.chunk_max_attempts,
         )
-        return await reap(utcnow(), closer=self.closer, config=config)
+        return await reap(utcnow(), closer=self.closer, config=config, webhooks=self.webhooks)
 
     async def _reap_every(self, interval_s: float) -> None:
         """The server's own reaper: a pass every `interval_s`, the first one interval after start."""
@@ -136,6 +148,7 @@ class Services:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.live.close()
+        await self.webhooks.aclose()
         await self.broadcaster.close()
         await self.transcriber.close()
         await self.store.close()

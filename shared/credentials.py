@@ -49,6 +49,11 @@ def new_api_key() -> str:
     return API_KEY_PREFIX + secrets.token_urlsafe(32)
 
 
+def new_webhook_secret() -> str:
+    """The key that signs a tenant's webhooks; the bridge keeps it to sign, so it is stored as is."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
 def hash_api_key(api_key: str) -> str:
     """SHA-256 is enough here: keys are 256 random bits, so there is nothing to brute-force."""
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()

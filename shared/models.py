@@ -42,6 +42,21 @@ class Tenant:
     id: str
     name: str
     created_at: datetime
+    webhook_url: str | None = None  # where the transcript goes when a session ends
+    webhook_secret: str | None = None  # the HMAC key that signs it
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookDelivery:
+    """One closed session's transcript to POST to its tenant's webhook, taken from the outbox for one attempt."""
+
+    id: str  # the idempotency key the receiver sees
+    tenant_id: str
+    session_id: str
+    event: str  # session.ended | session.abandoned
+    attempts: int  # made before this one
+    url: str | None
+    secret: str | None
 
 
 @dataclass(frozen=True, slots=True)

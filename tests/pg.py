@@ -336,7 +336,7 @@ class PostgrestOnPostgres(httpx.AsyncBaseTransport):
             sql = f"SELECT coalesce(json_agg(r), '[]')::text FROM {call} r"
         else:
             sql = f"SELECT to_json({call})::text"
-        text = await conn.fetchval(sql, *values)
+        text = await conn.fetchval(sql, *values) or "null"  # a function's SQL null is JSON null in PostgREST
         return httpx.Response(200, content=text.encode(), headers={"content-type": "application/json"})
 
     @staticmethod

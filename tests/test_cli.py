@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import pytest
 
 from bridge.cli import main
+from shared.store.sqlite import SQLiteStore
 from tests.helpers import FIXTURES
 
 SPEECH = FIXTURES / "live" / "two_sentences.flac"
@@ -19,8 +21,39 @@ def test_tenant_create_prints_one_json_line(tmp_path: Path, capsys: pytest.Captu
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
     created = json.loads(lines[0])
-    assert set(created) == {"tenant_id", "api_key"}
+    assert set(created) == {"tenant_id", "api_key", "webhook_secret"}
     assert created["api_key"].startswith("ibk_")
+    assert created["webhook_secret"].startswith("whsec_")
+
+
+def test_tenant_webhook_is_set_at_creation_and_changed_by_update(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--webhook-url` is kept with the tenant; `tenant update NAME` changes it, and plain http beyond loopback is
+    refused with exit 2 and the reason."""
+    data = ["--data-dir", str(tmp_path)]
+    assert main(["tenant", "create", "acme", "--webhook-url", "https://hooks.example/a", *data]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert main(["tenant", "update", "acme", "--webhook-url", "https://hooks.example/b", *data]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "tenant_id": created["tenant_id"],
+        "webhook_url": "https://hooks.example/b",
+    }
+    assert main(["tenant", "update", "acme", "--webhook-url", "http://hooks.example/c", *data]) == 2
+    assert "must use https" in capsys.readouterr().err
+    assert main(["tenant", "update", "nobody", "--webhook-url", "https://hooks.example/d", *data]) == 2
+    assert "no tenant 'nobody'" in capsys.readouterr().err
+
+    async def stored() -> tuple[str | None, str | None]:
+        store = SQLiteStore(tmp_path / "bridge.sqlite3")
+        await store.start()
+        try:
+            [tenant] = await store.tenants_named("acme")
+            return tenant.webhook_url, tenant.webhook_secret
+        finally:
+            await store.close()
+
+    assert asyncio.run(stored()) == ("https://hooks.example/b", created["webhook_secret"])
 
 
 def test_db_migrate_applies_then_finds_nothing_new(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

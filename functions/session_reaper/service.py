@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 
 from functions.session_end import SessionCloser
 from shared.models import Session, SessionStatus, StuckChunk
+from shared.store.base import FIRST_DELIVERY_AFTER_S
+from shared.webhook.sender import WebhookSender
 
 log = logging.getLogger("bridge.reaper")
 
@@ -52,18 +54,26 @@ def closing_status(session: Session, idle_before: datetime) -> SessionStatus:
     return SessionStatus.ABANDONED if session.last_activity_at < idle_before else SessionStatus.ENDED
 
 
-async def reap(now: datetime, *, closer: SessionCloser, config: ReaperConfig) -> ReapSummary:
+async def reap(
+    now: datetime, *, closer: SessionCloser, config: ReaperConfig, webhooks: WebhookSender | None = None
+) -> ReapSummary:
     """One pass at `now` (read once, by the caller, when the pass starts)."""
     summary = ReapSummary()
-    await close_stale_sessions(now, closer, config, summary)
+    closed = await close_stale_sessions(now, closer, config, summary)
     await retry_stuck_audio(now, closer, config, summary)
+    if webhooks is not None:
+        first_due = now + timedelta(seconds=FIRST_DELIVERY_AFTER_S)
+        for session_id in closed:  # this pass closed and flushed them: their transcripts go now
+            summary.webhooks_sent += await webhooks.deliver_due(now, session_id=session_id, due_by=first_due)
+        summary.webhooks_sent += await webhooks.deliver_due(now)  # retries, and what a crashed closer left
     return summary
 
 
 async def close_stale_sessions(
     now: datetime, closer: SessionCloser, config: ReaperConfig, summary: ReapSummary
-) -> None:
-    """Abandon the idle sessions and end the over-long ones, each by exactly one pass."""
+) -> list[str]:
+    """Abandon the idle sessions and end the over-long ones, each by exactly one pass; the ids this pass closed."""
+    closed: list[str] = []
     idle_before = now - timedelta(seconds=config.idle_timeout_s)
     started_before = now - timedelta(seconds=config.max_duration_s)
     seen: set[str] = set()
@@ -80,10 +90,12 @@ async def close_stale_sessions(
                 log.exception("the reaper could not close session %s", session.id)
                 continue
             if ending.closed_now:
+                closed.append(session.id)
                 if status is SessionStatus.ABANDONED:
                     summary.abandoned += 1
                 else:
                     summary.ended += 1
+    return closed
 
 
 async def retry_stuck_audio(now: datetime, closer: SessionCloser, config: ReaperConfig, summary: ReapSummary) -> None:

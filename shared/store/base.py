@@ -22,7 +22,10 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    WebhookDelivery,
 )
+
+FIRST_DELIVERY_AFTER_S = 120.0  # the closer delivers right after its flush; anyone else waits this long first
 
 
 class StreamLeaseLost(Exception):
@@ -48,6 +51,24 @@ class Store(Protocol):
     async def tenant_by_key_hash(self, api_key_hash: str) -> Tenant | None: ...
 
     async def get_tenant(self, tenant_id: str) -> Tenant | None: ...
+
+    async def tenants_named(self, name: str) -> list[Tenant]:
+        """Every tenant of that name (names are not unique), oldest first."""
+
+    async def set_tenant_webhook(self, tenant_id: str, url: str | None, secret: str | None) -> bool:
+        """Set (or with None clear) the webhook URL; a `secret` replaces the signing key, None keeps it.
+        False when there is no such tenant."""
+
+    async def claim_webhook_deliveries(
+        self, due_by: datetime, lease_until: datetime, limit: int, *, session_id: str | None = None
+    ) -> list[WebhookDelivery]:
+        """Take deliveries not yet delivered nor given up, due by `due_by` (of one session if given), until
+        `lease_until`: a concurrent caller does not get them meanwhile."""
+
+    async def finish_webhook_delivery(
+        self, delivery_id: str, *, delivered: bool, at: datetime, next_attempt_at: datetime | None, error: str | None
+    ) -> None:
+        """Record an attempt: delivered; or failed, to be tried at `next_attempt_at`, or given up when None."""
 
     # sessions
     async def create_session(self, session: Session) -> None: ...
@@ -75,7 +96,8 @@ class Store(Protocol):
         """
 
     async def close_session(self, session_id: str, status: SessionStatus, at: datetime) -> Session | None:
-        """Move an active session to `status` (ended or abandoned) at `at`, in one atomic step.
+        """Move an active session to `status` (ended or abandoned) at `at`, in one atomic step that also puts
+        its webhook delivery in the outbox when its tenant has a webhook, due FIRST_DELIVERY_AFTER_S later.
 
         Returns the closed session only to the call that closed it: None when it was already closed or does not
         exist, so that however many callers race, exactly one announces the end.

@@ -14,9 +14,10 @@ store an entry twice or lose a done-marking.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -36,10 +37,12 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    WebhookDelivery,
 )
-from shared.store.base import StreamLeaseLost
+from shared.store.base import FIRST_DELIVERY_AFTER_S, StreamLeaseLost
 from shared.store.rows import (
     chunk_from_row,
+    delivery_from_row,
     entry_from_row,
     session_from_row,
     stream_from_row,
@@ -189,6 +192,38 @@ class PostgresStore:
             row = await conn.fetchrow("SELECT id, name, created_at FROM tenants WHERE id = $1", tenant_id)
         return tenant_from_row(row) if row else None
 
+    async def tenants_named(self, name: str) -> list[Tenant]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM tenants WHERE name = $1 ORDER BY created_at, id", name)
+        return [tenant_from_row(row) for row in rows]
+
+    async def set_tenant_webhook(self, tenant_id: str, url: str | None, secret: str | None) -> bool:
+        async with self._conn() as conn:
+            status = await conn.execute(
+                "UPDATE tenants SET webhook_url = $1, webhook_secret = coalesce($2, webhook_secret) WHERE id = $3",
+                url,
+                secret,
+                tenant_id,
+            )
+        return bool(status != "UPDATE 0")
+
+    async def claim_webhook_deliveries(
+        self, due_by: datetime, lease_until: datetime, limit: int, *, session_id: str | None = None
+    ) -> list[WebhookDelivery]:
+        async with self._conn() as conn:
+            rows = await conn.fetch(
+                "SELECT * FROM claim_webhook_deliveries($1, $2, $3, $4)", due_by, lease_until, limit, session_id
+            )
+        return [delivery_from_row(row) for row in rows]
+
+    async def finish_webhook_delivery(
+        self, delivery_id: str, *, delivered: bool, at: datetime, next_attempt_at: datetime | None, error: str | None
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "SELECT finish_webhook_delivery($1, $2, $3, $4, $5)", delivery_id, delivered, at, next_attempt_at, error
+            )
+
     # sessions
     async def create_session(self, session: Session) -> None:
         async with self._conn() as conn:
@@ -266,13 +301,15 @@ class PostgresStore:
 
     async def close_session(self, session_id: str, status: SessionStatus, at: datetime) -> Session | None:
         async with self._conn() as conn:
-            row = await conn.fetchrow(
-                "UPDATE sessions SET status = $1, ended_at = $2 WHERE id = $3 AND status = 'active' RETURNING *",
+            closed = await conn.fetchval(
+                "SELECT close_session($1, $2, $3, $4, $5)::text",
+                session_id,
                 status.value,
                 at,
-                session_id,
+                str(uuid.uuid4()),
+                at + timedelta(seconds=FIRST_DELIVERY_AFTER_S),
             )
-        return session_from_row(row) if row else None
+        return None if closed is None else session_from_row(json.loads(closed))
 
     async def stale_sessions(self, idle_before: datetime, started_before: datetime, limit: int) -> list[Session]:
         async with self._conn() as conn:

@@ -7,7 +7,16 @@ import json
 from datetime import datetime
 from typing import Any
 
-from shared.models import ChunkState, Session, SessionStatus, SpeakerStream, StoredChunk, Tenant, TranscriptEntry
+from shared.models import (
+    ChunkState,
+    Session,
+    SessionStatus,
+    SpeakerStream,
+    StoredChunk,
+    Tenant,
+    TranscriptEntry,
+    WebhookDelivery,
+)
 
 
 def parse_timestamp(value: str | datetime) -> datetime:
@@ -29,7 +38,33 @@ def _json(value: Any, default: Any) -> Any:
 
 
 def tenant_from_row(row: Any) -> Tenant:
-    return Tenant(id=row["id"], name=row["name"], created_at=parse_timestamp(row["created_at"]))
+    return Tenant(
+        id=row["id"],
+        name=row["name"],
+        created_at=parse_timestamp(row["created_at"]),
+        webhook_url=_column(row, "webhook_url"),
+        webhook_secret=_column(row, "webhook_secret"),
+    )
+
+
+def _column(row: Any, name: str) -> Any:
+    """A column that a narrower SELECT leaves out (None then), from an asyncpg, sqlite3 or JSON row."""
+    try:
+        return row[name]
+    except (KeyError, IndexError):
+        return None
+
+
+def delivery_from_row(row: Any) -> WebhookDelivery:
+    return WebhookDelivery(
+        id=row["id"],
+        tenant_id=row["tenant_id"],
+        session_id=row["session_id"],
+        event=row["event"],
+        attempts=row["attempts"],
+        url=row["url"],
+        secret=row["secret"],
+    )
 
 
 def session_from_row(row: Any) -> Session:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -31,10 +32,18 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    WebhookDelivery,
     utcnow,
 )
-from shared.store.base import StreamLeaseLost
-from shared.store.rows import chunk_from_row, entry_from_row, session_from_row, stream_from_row, tenant_from_row
+from shared.store.base import FIRST_DELIVERY_AFTER_S, StreamLeaseLost
+from shared.store.rows import (
+    chunk_from_row,
+    delivery_from_row,
+    entry_from_row,
+    session_from_row,
+    stream_from_row,
+    tenant_from_row,
+)
 from shared.store.sqlite_checkpoint import BACKSTOP_PAGES, WAL_SIZE_LIMIT, WalCheckpointer
 
 _TS = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -67,6 +76,7 @@ class SQLiteStore:
         self.checkpoint_every_s = checkpoint_every_s
         self._conn: sqlite3.Connection | None = None
         self._checkpointer: WalCheckpointer | None = None
+        self._write_lock = threading.Lock()
 
     # lifecycle
     async def start(self) -> None:
@@ -108,8 +118,13 @@ class SQLiteStore:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; BEGIN IMMEDIATE so two processes on one file serialise instead of failing."""
-        conn = self.conn
+        """One write transaction; BEGIN IMMEDIATE so two processes on one file serialise instead of failing, and
+        a lock so that two threads of this process (a test's thread beside the server's) take turns."""
+        with self._write_lock:
+            yield from self._transaction(self.conn)
+
+    @staticmethod
+    def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
@@ -158,6 +173,58 @@ class SQLiteStore:
     async def get_tenant(self, tenant_id: str) -> Tenant | None:
         row = self.conn.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)).fetchone()
         return tenant_from_row(row) if row else None
+
+    async def tenants_named(self, name: str) -> list[Tenant]:
+        rows = self.conn.execute("SELECT * FROM tenants WHERE name = ? ORDER BY created_at, id", (name,))
+        return [tenant_from_row(row) for row in rows]
+
+    async def set_tenant_webhook(self, tenant_id: str, url: str | None, secret: str | None) -> bool:
+        with self._write() as tx:
+            cursor = tx.execute(
+                "UPDATE tenants SET webhook_url = ?, webhook_secret = coalesce(?, webhook_secret) WHERE id = ?",
+                (url, secret, tenant_id),
+            )
+        return cursor.rowcount > 0
+
+    async def claim_webhook_deliveries(
+        self, due_by: datetime, lease_until: datetime, limit: int, *, session_id: str | None = None
+    ) -> list[WebhookDelivery]:
+        with self._write() as tx:
+            rows = tx.execute(
+                "SELECT d.id, d.tenant_id, d.session_id, d.event, d.attempts, t.webhook_url AS url,"
+                " t.webhook_secret AS secret FROM webhook_deliveries d JOIN tenants t ON t.id = d.tenant_id"
+                " WHERE d.delivered_at IS NULL AND d.failed_at IS NULL AND d.next_attempt_at <= ?"
+                " AND (? IS NULL OR d.session_id = ?) ORDER BY d.next_attempt_at LIMIT ?",
+                (_ts(due_by), session_id, session_id, limit),
+            ).fetchall()
+            tx.executemany(
+                "UPDATE webhook_deliveries SET next_attempt_at = ? WHERE id = ?",
+                [(_ts(lease_until), row["id"]) for row in rows],
+            )
+        return [delivery_from_row(row) for row in rows]
+
+    async def finish_webhook_delivery(
+        self, delivery_id: str, *, delivered: bool, at: datetime, next_attempt_at: datetime | None, error: str | None
+    ) -> None:
+        with self._write() as tx:
+            tx.execute(
+                "UPDATE webhook_deliveries SET attempts = attempts + 1,"
+                " delivered_at = CASE WHEN ? THEN ? END,"
+                " failed_at = CASE WHEN NOT ? AND ? IS NULL THEN ? END,"
+                " next_attempt_at = coalesce(?, next_attempt_at),"
+                " last_error = CASE WHEN ? THEN NULL ELSE ? END WHERE id = ?",
+                (
+                    delivered,
+                    _ts(at),
+                    delivered,
+                    _ts_opt(next_attempt_at),
+                    _ts(at),
+                    _ts_opt(next_attempt_at),
+                    delivered,
+                    error,
+                    delivery_id,
+                ),
+            )
 
     # sessions
     async def create_session(self, session: Session) -> None:
@@ -233,6 +300,19 @@ class SQLiteStore:
                 "UPDATE sessions SET status = ?, ended_at = ? WHERE id = ? AND status = 'active' RETURNING *",
                 (status.value, _ts(at), session_id),
             ).fetchall()
+            if rows:
+                tx.execute(
+                    "INSERT INTO webhook_deliveries (id, tenant_id, session_id, event, next_attempt_at, created_at)"
+                    " SELECT ?, t.id, ?, ?, ?, ? FROM tenants t WHERE t.id = ? AND t.webhook_url IS NOT NULL",
+                    (
+                        str(uuid.uuid4()),
+                        session_id,
+                        f"session.{status.value}",
+                        _ts(at + timedelta(seconds=FIRST_DELIVERY_AFTER_S)),
+                        _ts(at),
+                        rows[0]["tenant_id"],
+                    ),
+                )
         return session_from_row(rows[0]) if rows else None
 
     async def stale_sessions(self, idle_before: datetime, started_before: datetime, limit: int) -> list[Session]:

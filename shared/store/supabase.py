@@ -12,8 +12,9 @@ the bridge can reach the database; this one is for hosts that only get the proje
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -34,11 +35,13 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    WebhookDelivery,
 )
-from shared.store.base import StreamLeaseLost
+from shared.store.base import FIRST_DELIVERY_AFTER_S, StreamLeaseLost
 from shared.store.postgres import entry_json, entry_write_from_json
 from shared.store.rows import (
     chunk_from_row,
+    delivery_from_row,
     entry_from_row,
     session_from_row,
     stream_from_row,
@@ -160,6 +163,45 @@ class SupabaseStore:
         )
         return tenant_from_row(rows[0]) if rows else None
 
+    async def tenants_named(self, name: str) -> list[Tenant]:
+        query = self.client.table("tenants").select("*").eq("name", name).order("created_at").order("id")
+        return [tenant_from_row(row) for row in await self._rows("find tenants", query)]
+
+    async def set_tenant_webhook(self, tenant_id: str, url: str | None, secret: str | None) -> bool:
+        changes: dict[str, Any] = {"webhook_url": url}
+        if secret is not None:
+            changes["webhook_secret"] = secret
+        query = self.client.table("tenants").update(changes, returning=ReturnMethod.representation).eq("id", tenant_id)
+        return bool(await self._rows("set tenant webhook", query))
+
+    async def claim_webhook_deliveries(
+        self, due_by: datetime, lease_until: datetime, limit: int, *, session_id: str | None = None
+    ) -> list[WebhookDelivery]:
+        rows = await self._rpc(
+            "claim_webhook_deliveries",
+            {
+                "p_due_by": _ts(due_by),
+                "p_lease_until": _ts(lease_until),
+                "p_max_rows": limit,
+                "p_session_id": session_id,
+            },
+        )
+        return [delivery_from_row(row) for row in rows or []]
+
+    async def finish_webhook_delivery(
+        self, delivery_id: str, *, delivered: bool, at: datetime, next_attempt_at: datetime | None, error: str | None
+    ) -> None:
+        await self._rpc(
+            "finish_webhook_delivery",
+            {
+                "p_id": delivery_id,
+                "p_delivered": delivered,
+                "p_at": _ts(at),
+                "p_next_attempt_at": _ts_opt(next_attempt_at),
+                "p_error": error,
+            },
+        )
+
     # sessions
     async def create_session(self, session: Session) -> None:
         row = {
@@ -224,14 +266,17 @@ class SupabaseStore:
         return await self.get_session(session_id, None)
 
     async def close_session(self, session_id: str, status: SessionStatus, at: datetime) -> Session | None:
-        query = (
-            self.client.table("sessions")
-            .update({"status": status.value, "ended_at": _ts(at)}, returning=ReturnMethod.representation)
-            .eq("id", session_id)
-            .eq("status", SessionStatus.ACTIVE.value)
+        row = await self._rpc(
+            "close_session",
+            {
+                "p_session_id": session_id,
+                "p_status": status.value,
+                "p_at": _ts(at),
+                "p_delivery_id": str(uuid.uuid4()),
+                "p_deliver_after": _ts(at + timedelta(seconds=FIRST_DELIVERY_AFTER_S)),
+            },
         )
-        rows = await self._rows("close session", query)
-        return session_from_row(rows[0]) if rows else None
+        return session_from_row(row) if row else None
 
     async def stale_sessions(self, idle_before: datetime, started_before: datetime, limit: int) -> list[Session]:
         query = (

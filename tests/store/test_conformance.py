@@ -18,7 +18,7 @@ from shared.models import (
     SessionStatus,
     Tenant,
 )
-from shared.store.base import Store, StreamLeaseLost
+from shared.store.base import FIRST_DELIVERY_AFTER_S, Store, StreamLeaseLost
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 
@@ -193,6 +193,55 @@ async def test_failed_chunks_leave_the_queue_and_stay_listed(store: Store) -> No
     assert [c.sequence_number for c in pending] == [1]
     stuck = await store.stuck_chunks(T0 + timedelta(hours=1), T0 + timedelta(hours=1), 10)
     assert [(c.speaker, c.sequence_number) for c in stuck] == [("candidate", 1), ("interviewer", 0)]
+
+
+async def test_a_tenant_webhook_is_set_found_by_name_and_keeps_its_key(store: Store) -> None:
+    """The URL and key are stored; a new URL without a key keeps the key; tenants are found by name."""
+    tenant = await make_tenant(store, "globex")
+    assert await store.set_tenant_webhook(tenant.id, "https://hooks.example/a", "key-1")
+    assert await store.set_tenant_webhook(tenant.id, "https://hooks.example/b", None)
+    [found] = await store.tenants_named("globex")
+    assert (found.id, found.webhook_url, found.webhook_secret) == (tenant.id, "https://hooks.example/b", "key-1")
+    assert await store.tenants_named("nobody") == []
+    assert not await store.set_tenant_webhook(str(uuid.uuid4()), "https://hooks.example/c", None)
+
+
+async def test_closing_a_session_puts_one_delivery_in_the_outbox(store: Store) -> None:
+    """A tenant with a webhook gets one delivery per closed session, due later, taken by one caller at a time."""
+    tenant = await make_tenant(store)
+    await store.set_tenant_webhook(tenant.id, "https://hooks.example/in", "key")
+    session = await make_session(store, tenant)
+    closed_at = T0 + timedelta(minutes=30)
+    await store.close_session(session.id, SessionStatus.ABANDONED, closed_at)
+    await store.close_session(session.id, SessionStatus.ENDED, closed_at)  # lost the race: no second delivery
+    lease = closed_at + timedelta(minutes=10)
+    assert await store.claim_webhook_deliveries(closed_at, lease, 10) == []  # not due yet for everyone else
+    due_for_closer = closed_at + timedelta(seconds=FIRST_DELIVERY_AFTER_S)
+    [delivery] = await store.claim_webhook_deliveries(due_for_closer, lease, 10, session_id=session.id)
+    assert (delivery.session_id, delivery.event, delivery.attempts) == (session.id, "session.abandoned", 0)
+    assert (delivery.url, delivery.secret) == ("https://hooks.example/in", "key")
+    assert await store.claim_webhook_deliveries(due_for_closer, lease, 10) == []  # leased
+    retry_at = closed_at + timedelta(hours=1)
+    await store.finish_webhook_delivery(
+        delivery.id, delivered=False, at=closed_at, next_attempt_at=retry_at, error="503"
+    )
+    [again] = await store.claim_webhook_deliveries(retry_at, retry_at + timedelta(minutes=10), 10)
+    assert (again.id, again.attempts) == (delivery.id, 1)
+    await store.finish_webhook_delivery(again.id, delivered=True, at=retry_at, next_attempt_at=None, error=None)
+    assert await store.claim_webhook_deliveries(retry_at + timedelta(days=9), retry_at + timedelta(days=10), 10) == []
+
+
+async def test_no_webhook_no_delivery_and_a_given_up_delivery_is_not_taken(store: Store) -> None:
+    """Without a webhook URL closing enqueues nothing; a delivery given up (no next attempt) is never taken again."""
+    quiet = await make_tenant(store, "quiet")
+    await store.close_session((await make_session(store, quiet)).id, SessionStatus.ENDED, T0)
+    assert await store.claim_webhook_deliveries(T0 + timedelta(days=1), T0 + timedelta(days=2), 10) == []
+    loud = await make_tenant(store, "loud")
+    await store.set_tenant_webhook(loud.id, "https://hooks.example/in", "key")
+    await store.close_session((await make_session(store, loud)).id, SessionStatus.ENDED, T0)
+    [delivery] = await store.claim_webhook_deliveries(T0 + timedelta(days=1), T0 + timedelta(days=1), 10)
+    await store.finish_webhook_delivery(delivery.id, delivered=False, at=T0, next_attempt_at=None, error="gone")
+    assert await store.claim_webhook_deliveries(T0 + timedelta(days=30), T0 + timedelta(days=31), 10) == []
 
 
 async def test_chunk_insert_is_idempotent(store: Store) -> None:
