@@ -107,6 +107,8 @@ class Services:
             idle_timeout_s=self.settings.session_idle_timeout,
             max_duration_s=self.settings.session_max_duration,
             chunk_max_attempts=self.settings.chunk_max_attempts,
+            audio_retention_days=self.settings.audio_retention_days,
+            transcript_retention_days=self.settings.transcript_retention_days,
         )
         return await reap(utcnow(), closer=self.closer, config=config, webhooks=self.webhooks)
 

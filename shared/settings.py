@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     session_max_duration: int = Field(default=14_400, ge=1)
     reaper_interval: float = Field(default=60.0, ge=0)  # seconds between the server's reaper passes; 0: off
     chunk_max_attempts: int = Field(default=6, ge=1)  # reaper retries of stuck audio before it is marked failed
+    audio_retention_days: int | None = Field(default=None, ge=0)  # closed sessions' audio; unset: keep
+    transcript_retention_days: int | None = Field(default=None, ge=0)  # closed sessions as a whole; unset: keep
     webhook_allow_private: OnOff = "off"  # on: webhooks may target private and link-local addresses
     gap_timeout_s: float = 10.0
     end_grace_s: float = 10.0

@@ -21,6 +21,7 @@ from shared.webhook.sender import WebhookSender
 log = logging.getLogger("bridge.reaper")
 
 PAGE = 100  # stale sessions read per store query
+RETENTION_PAGES = 50  # sessions deleted per pass at most: PAGE x this; the next pass takes the rest
 STUCK_PAGE = 1_000  # stuck chunks retried per pass at most; the next pass takes the rest
 
 
@@ -31,6 +32,8 @@ class ReaperConfig:
     chunk_max_attempts: int = 6  # CHUNK_MAX_ATTEMPTS: tries of stuck audio before it is marked failed
     stuck_after_s: float = 60.0  # a run takes a chunk in within a second; one a minute old is stuck
     retry_base_s: float = 30.0  # the n-th retry waits retry_base_s * 2**n: 30 s, 1, 2, 4, 8 minutes
+    audio_retention_days: int | None = None  # AUDIO_RETENTION_DAYS: closed sessions' audio kept this long
+    transcript_retention_days: int | None = None  # TRANSCRIPT_RETENTION_DAYS: closed sessions kept this long
 
 
 @dataclass(slots=True)
@@ -61,6 +64,7 @@ async def reap(
     summary = ReapSummary()
     closed = await close_stale_sessions(now, closer, config, summary)
     await retry_stuck_audio(now, closer, config, summary)
+    await apply_retention(now, closer, config, summary)
     if webhooks is not None:
         first_due = now + timedelta(seconds=FIRST_DELIVERY_AFTER_S)
         for session_id in closed:  # this pass closed and flushed them: their transcripts go now
@@ -126,3 +130,21 @@ async def retry_stuck_audio(now: datetime, closer: SessionCloser, config: Reaper
             due = now + timedelta(seconds=config.retry_base_s * 2 ** (tries - 1))
             await store.record_chunk_attempt(session_id, speaker, [c.sequence_number for c in trying], due)
             summary.retried += len(trying)
+
+
+async def apply_retention(now: datetime, closer: SessionCloser, config: ReaperConfig, summary: ReapSummary) -> None:
+    """Drop the audio of sessions closed longer ago than AUDIO_RETENTION_DAYS, and whole sessions closed longer
+    ago than TRANSCRIPT_RETENTION_DAYS (unset: keep). `deleted` counts the sessions either step touched."""
+    steps = [
+        (config.audio_retention_days, closer.store.delete_closed_audio),
+        (config.transcript_retention_days, closer.store.delete_closed_sessions),
+    ]
+    for days, delete in steps:
+        if days is None:
+            continue
+        cutoff = now - timedelta(days=days)
+        for _ in range(RETENTION_PAGES):
+            deleted = await delete(cutoff, PAGE)
+            summary.deleted += deleted
+            if deleted < PAGE:
+                break

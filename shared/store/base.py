@@ -110,6 +110,13 @@ class Store(Protocol):
     async def delete_session(self, tenant_id: str, session_id: str) -> bool:
         """Erase the session, its audio, streams and entries; False when it is not this tenant's."""
 
+    async def delete_closed_audio(self, closed_before: datetime, limit: int) -> int:
+        """Drop the audio of up to `limit` sessions closed before `closed_before` (their chunk rows, entries and
+        failed sequences stay); how many sessions lost audio."""
+
+    async def delete_closed_sessions(self, closed_before: datetime, limit: int) -> int:
+        """Delete up to `limit` sessions closed before `closed_before` with everything they hold; how many."""
+
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         """(session_id, speaker) pairs of sessions that still have pending chunks, for recovery."""
 

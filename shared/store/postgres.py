@@ -327,6 +327,16 @@ class PostgresStore:
             status = await conn.execute("DELETE FROM sessions WHERE id = $1 AND tenant_id = $2", session_id, tenant_id)
         return bool(status != "DELETE 0")
 
+    async def delete_closed_audio(self, closed_before: datetime, limit: int) -> int:
+        async with self._conn() as conn:
+            count = await conn.fetchval("SELECT delete_closed_audio($1, $2)", closed_before, limit)
+        return int(count)
+
+    async def delete_closed_sessions(self, closed_before: datetime, limit: int) -> int:
+        async with self._conn() as conn:
+            count = await conn.fetchval("SELECT delete_closed_sessions($1, $2)", closed_before, limit)
+        return int(count)
+
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         async with self._conn() as conn:
             rows = await conn.fetch("SELECT session_id, speaker FROM sessions_with_pending_audio()")

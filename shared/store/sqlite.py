@@ -328,6 +328,33 @@ class SQLiteStore:
             cursor = tx.execute("DELETE FROM sessions WHERE id = ? AND tenant_id = ?", (session_id, tenant_id))
         return cursor.rowcount > 0
 
+    async def delete_closed_audio(self, closed_before: datetime, limit: int) -> int:
+        with self._write() as tx:
+            sessions = [
+                row[0]
+                for row in tx.execute(
+                    "SELECT DISTINCT s.id FROM sessions s JOIN audio_chunks c ON c.session_id = s.id"
+                    " JOIN audio_chunk_bytes b USING (session_id, speaker, sequence_number)"
+                    " WHERE s.status != 'active' AND s.ended_at < ? AND c.state = 'done' LIMIT ?",
+                    (_ts(closed_before), limit),
+                ).fetchall()
+            ]
+            tx.executemany(
+                "DELETE FROM audio_chunk_bytes WHERE session_id = ? AND (speaker, sequence_number) IN"
+                " (SELECT speaker, sequence_number FROM audio_chunks WHERE session_id = ? AND state = 'done')",
+                [(session_id, session_id) for session_id in sessions],
+            )
+        return len(sessions)
+
+    async def delete_closed_sessions(self, closed_before: datetime, limit: int) -> int:
+        with self._write() as tx:
+            cursor = tx.execute(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions WHERE status != 'active' AND ended_at < ?"
+                " LIMIT ?)",
+                (_ts(closed_before), limit),
+            )
+        return cursor.rowcount
+
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         rows = self.conn.execute(
             "SELECT DISTINCT session_id, speaker FROM audio_chunks WHERE state = 'pending' ORDER BY session_id, speaker"
@@ -429,8 +456,8 @@ class SQLiteStore:
         columns = "c.session_id, c.speaker, c.sequence_number, c.mime_type, c.starts_stream, c.received_at, c.state"
         source = "audio_chunks c"
         if with_data:
-            columns += ", b.bytes"
-            source += f" JOIN audio_chunk_bytes b {_SAME_CHUNK}"
+            columns += ", coalesce(b.bytes, x'') AS bytes"  # retention may have dropped a closed session's audio
+            source += f" LEFT JOIN audio_chunk_bytes b {_SAME_CHUNK}"
         sql = f"SELECT {columns} FROM {source} WHERE c.session_id = ? AND c.speaker = ? AND c.sequence_number >= ?"
         if pending_only:
             sql += " AND c.state = 'pending'"
@@ -440,7 +467,7 @@ class SQLiteStore:
 
     async def get_chunk(self, session_id: str, speaker: str, sequence_number: int) -> StoredChunk | None:
         row = self.conn.execute(
-            f"SELECT c.*, b.bytes FROM audio_chunks c JOIN audio_chunk_bytes b {_SAME_CHUNK}"
+            f"SELECT c.*, coalesce(b.bytes, x'') AS bytes FROM audio_chunks c LEFT JOIN audio_chunk_bytes b {_SAME_CHUNK}"
             " WHERE c.session_id = ? AND c.speaker = ? AND c.sequence_number = ?",
             (session_id, speaker, sequence_number),
         ).fetchone()

@@ -299,6 +299,16 @@ class SupabaseStore:
         )
         return bool(await self._rows("delete session", query))
 
+    async def delete_closed_audio(self, closed_before: datetime, limit: int) -> int:
+        count = await self._rpc("delete_closed_audio", {"p_closed_before": _ts(closed_before), "p_max_sessions": limit})
+        return int(count)
+
+    async def delete_closed_sessions(self, closed_before: datetime, limit: int) -> int:
+        count = await self._rpc(
+            "delete_closed_sessions", {"p_closed_before": _ts(closed_before), "p_max_sessions": limit}
+        )
+        return int(count)
+
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         rows = await self._rpc("sessions_with_pending_audio", {})
         return [(row["session_id"], row["speaker"]) for row in rows or []]

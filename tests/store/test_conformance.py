@@ -244,6 +244,40 @@ async def test_no_webhook_no_delivery_and_a_given_up_delivery_is_not_taken(store
     assert await store.claim_webhook_deliveries(T0 + timedelta(days=30), T0 + timedelta(days=31), 10) == []
 
 
+async def test_retention_drops_closed_audio_and_then_closed_sessions(store: Store) -> None:
+    """Audio of sessions closed before the cut-off goes (rows, entries and failed chunks stay); later the whole
+    session goes; active and recently closed sessions keep everything."""
+    tenant = await make_tenant(store)
+    old, recent, active = [await make_session(store, tenant) for _ in range(3)]
+    for session in (old, recent, active):
+        await store.insert_chunk(chunk(session, 0, b"RIFF" + b"\x01" * 64))
+        await store.insert_chunk(chunk(session, 1, b"RIFF" + b"\x02" * 64))
+        stream = await store.claim_stream(session.id, "candidate", "w", 30, T0)
+        assert stream is not None
+        stream.next_sequence = 1
+        await store.save_stream(stream, "w", done_sequences=[0], entry=entry(session, 0))
+    await store.fail_chunks(old.id, "candidate", [1], T0 + timedelta(days=1))
+    await store.close_session(old.id, SessionStatus.ENDED, T0 + timedelta(days=1))
+    await store.close_session(recent.id, SessionStatus.ENDED, T0 + timedelta(days=40))
+    cutoff = T0 + timedelta(days=30)
+
+    assert await store.delete_closed_audio(cutoff, 10) == 1
+    assert await store.delete_closed_audio(cutoff, 10) == 0
+    gone = await store.get_chunk(old.id, "candidate", 0)
+    assert gone is not None and gone.data == b""
+    assert [c.sequence_number for c in await store.list_chunks(old.id, "candidate")] == [0, 1]
+    assert await store.failed_sequences(old.id) == {"candidate": [1]}
+    assert [e.first_sequence for e in await store.list_entries(old.id)] == [0]
+    for kept in (recent, active):
+        found = await store.get_chunk(kept.id, "candidate", 0)
+        assert found is not None and found.data == b"RIFF" + b"\x01" * 64
+
+    assert await store.delete_closed_sessions(cutoff, 10) == 1
+    assert await store.get_session(old.id, tenant.id) is None
+    assert await store.list_entries(old.id) == []
+    assert {s.id for s in await store.list_sessions(tenant.id)} == {recent.id, active.id}
+
+
 async def test_chunk_insert_is_idempotent(store: Store) -> None:
     """The same chunk twice is a duplicate, other bytes under the same sequence a conflict, and one row stays."""
     tenant = await make_tenant(store)

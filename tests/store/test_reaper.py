@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -188,3 +188,24 @@ async def test_audio_of_an_active_speaker_is_not_retried_while_it_is_fresh(store
         T0 + timedelta(seconds=30), closer=closer_on(store, RecordingBroadcaster(), engine), config=CONFIG
     )
     assert (summary.retried, summary.failed, engine.calls) == (0, 0, 0)
+
+
+async def test_retention_drops_old_audio_first_and_old_sessions_later(store: Store) -> None:
+    """Audio of a session closed 8 days ago goes under a 7-day audio limit; the session goes under a 30-day
+    limit only once it is 31 days old; unset limits keep everything."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant, at=T0)
+    await store_speech(store, session, T0)
+    closer = closer_on(store, RecordingBroadcaster())
+    keep_all = await reap(T0 + timedelta(days=60), closer=closer, config=CONFIG)  # closes it, deletes nothing
+    assert keep_all.abandoned == 1 and keep_all.deleted == 0
+    closed_at = T0 + timedelta(days=60)
+    limits = replace(CONFIG, audio_retention_days=7, transcript_retention_days=30)
+    assert (await reap(closed_at + timedelta(days=6), closer=closer, config=limits)).deleted == 0
+    assert (await reap(closed_at + timedelta(days=8), closer=closer, config=limits)).deleted == 1
+    kept = await store.get_chunk(session.id, "candidate", 0)
+    assert kept is not None and kept.data == b""
+    assert await store.list_entries(session.id)
+    assert (await reap(closed_at + timedelta(days=29), closer=closer, config=limits)).deleted == 0
+    assert (await reap(closed_at + timedelta(days=31), closer=closer, config=limits)).deleted == 1
+    assert await store.get_session(session.id, tenant.id) is None
