@@ -241,19 +241,26 @@ async def writable_session(request: AnyRequest) -> tuple[Services, Principal, di
     return services, principal, body, session
 
 
+def closing(services: Services, session: Session) -> bool:
+    """The one closed-session check of both write functions: False for an active session, True for a late write
+    within END_GRACE_S after the end (taken, and flushed as final); SessionClosed (409) after that."""
+    return in_closing_grace(session, utcnow(), services.settings.end_grace_s)
+
+
 @post(["/functions/v1/process-audio", "/process-audio"], status_code=HTTP_200_OK)
 async def process_audio_route(request: AnyRequest) -> dict[str, Any]:
     services, principal, body, session = await writable_session(request)
     services.limits.check("chunks", principal, CHUNKS)
     chunk = validated(ProcessAudioRequest, body)
-    return result_json(await process_audio(chunk, session, services.live))
+    late = closing(services, session)
+    return result_json(await process_audio(chunk, session, services.live, closing=late))
 
 
 @post(["/functions/v1/transcript-bridge", "/transcript-bridge"], status_code=HTTP_200_OK)
 async def transcript_bridge_route(request: AnyRequest) -> dict[str, Any]:
     services, _, body, session = await writable_session(request)
     entry_request = validated(TranscriptBridgeRequest, body)
-    in_closing_grace(session, utcnow(), services.settings.end_grace_s)
+    closing(services, session)
     result = await transcript_bridge(entry_request, session, store=services.store, broadcaster=services.broadcaster)
     return {"status": result.status, "entry": result.entry.to_json()}
 

@@ -198,7 +198,6 @@ def build_services(
         broadcaster,
         config=LiveConfig(
             gap_timeout_s=settings.gap_timeout_s,
-            end_grace_s=settings.end_grace_s,
             partials=partials,
             retry_base_s=settings.engine_retry_s,
             workers=run_slots(settings, transcriber),

@@ -10,7 +10,6 @@ from functions.process_audio.segmenter import SegmenterConfig
 @dataclass(frozen=True, slots=True)
 class LiveConfig:
     gap_timeout_s: float = 10.0
-    end_grace_s: float = 10.0
     workers: int = 32  # processing runs at once (per process), across all speakers
     partials: bool = False
     prompt_context_chars: int = 200

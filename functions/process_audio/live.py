@@ -26,7 +26,6 @@ from functions.process_audio.scheduler import RunScheduler
 from functions.process_audio.segmenter import SAMPLES_PER_MS
 from functions.process_audio.speaker_audio import SpeakerAudio
 from functions.process_audio.speaker_state import SpeakerState
-from shared.access import in_closing_grace
 from shared.audio.formats import ChunkFormat, inspect_chunk
 from shared.audio.vad import SpeechDetector, shared_detector
 from shared.broadcast.base import Broadcaster
@@ -108,11 +107,13 @@ class LivePath:
         mime_type: str | None,
         *,
         wait_ms: int = 0,
+        closing: bool = False,
     ) -> ChunkResult:
         """Validate, persist, acknowledge: the chunk is processed off the request. With `wait_ms`, wait up to that
-        long for the entries of the run that takes it (a client that wants its text in the answer)."""
+        long for the entries of the run that takes it (a client that wants its text in the answer). `closing`: a
+        late chunk of an ended session (the caller checked the grace window), processed as the last ones."""
         now = self.clock()
-        final = in_closing_grace(session, now, self.config.end_grace_s)
+        final = closing
         state = self._state(session.id, speaker)
         fmt: ChunkFormat | None = None
         if data:

@@ -9,11 +9,20 @@ from functions.process_audio.models import ProcessAudioRequest, decode_audio_fie
 from shared.models import Session
 
 
-async def process_audio(request: ProcessAudioRequest, session: Session, live: LivePath) -> ChunkResult:
-    """Store one chunk of `session` (already authorised for the caller) and return what it produced."""
+async def process_audio(
+    request: ProcessAudioRequest, session: Session, live: LivePath, *, closing: bool = False
+) -> ChunkResult:
+    """Store one chunk of `session` (already authorised and checked open for writes by the caller, `closing`
+    when it is one of the late ones after `end`) and return what it produced."""
     data = decode_audio_field(request.audio_chunk)
     return await live.accept(
-        session, request.speaker, request.sequence_number, data, request.mime_type, wait_ms=request.wait_ms
+        session,
+        request.speaker,
+        request.sequence_number,
+        data,
+        request.mime_type,
+        wait_ms=request.wait_ms,
+        closing=closing,
     )
 
 
