@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
 
 import msgspec
@@ -275,6 +275,33 @@ async def session_reaper_route(request: AnyRequest) -> dict[str, int]:
     return (await services.reap()).to_json()
 
 
+MAX_USAGE_DAYS = 366
+
+
+def _usage_day(value: str | None, name: str, default: date) -> date:
+    if value is None:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError as exc:
+        raise InvalidRequest(f"{name} must be a date as YYYY-MM-DD") from exc
+
+
+@get("/usage")
+async def usage(request: AnyRequest) -> dict[str, Any]:
+    """A tenant's usage per UTC day, `from` and `to` inclusive (default: the last 30 days)."""
+    services = services_of(request)
+    tenant_id = require_tenant(await principal_of(request))
+    last = _usage_day(request.query_params.get("to"), "to", utcnow().date())
+    first = _usage_day(request.query_params.get("from"), "from", last - timedelta(days=29))
+    if first > last:
+        raise InvalidRequest("from must not be after to")
+    if (last - first).days >= MAX_USAGE_DAYS:
+        raise InvalidRequest(f"ask for at most {MAX_USAGE_DAYS} days at a time")
+    await services.live.usage.flush()  # what this process counted a moment ago is included
+    return {"days": [day.to_json() for day in await services.store.usage(tenant_id, first, last)]}
+
+
 @get("/health")
 async def health(request: AnyRequest) -> dict[str, Any]:
     services = services_of(request)
@@ -298,5 +325,6 @@ ROUTES = [
     process_audio_route,
     transcript_bridge_route,
     session_reaper_route,
+    usage,
     health,
 ]

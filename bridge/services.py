@@ -93,6 +93,7 @@ class Services:
         self._in_background(asyncio.to_thread(self.live.detector.warm_up))
         if resume:
             self._in_background(self._resume_when_ready())
+        self._in_background(self.live.usage.flush_every(USAGE_FLUSH_S))
         if reaper and self.settings.reaper_interval > 0:
             self._in_background(self._reap_every(self.settings.reaper_interval))
 
@@ -157,6 +158,8 @@ class Services:
         if self.user_tokens is not None:
             await self.user_tokens.aclose()
 
+
+USAGE_FLUSH_S = 5.0  # how often counted usage is added to the store
 
 LOCAL_RUN_SLOTS = 16  # the local model transcribes `transcribe_concurrency` at a time: more runs only queue there
 REMOTE_RUN_SLOTS = 256  # a remote engine's call is a wait on the network: a run holds its slot through it

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -44,6 +44,28 @@ class Tenant:
     created_at: datetime
     webhook_url: str | None = None  # where the transcript goes when a session ends
     webhook_secret: str | None = None  # the HMAC key that signs it
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDay:
+    """What one tenant used on one UTC day."""
+
+    day: date
+    audio_ms: int  # audio taken in (decoded)
+    engine_ms: int  # audio sent to the engine (finals and partials)
+    engine_calls: int
+    sessions: int  # created that day
+    entries: int  # stored that day
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "date": self.day.isoformat(),
+            "audio_seconds": round(self.audio_ms / 1000, 3),
+            "engine_seconds": round(self.engine_ms / 1000, 3),
+            "engine_calls": self.engine_calls,
+            "sessions": self.sessions,
+            "entries": self.entries,
+        }
 
 
 @dataclass(frozen=True, slots=True)

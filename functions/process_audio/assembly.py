@@ -20,6 +20,7 @@ from functions.process_audio.config import LiveConfig
 from functions.process_audio.segmenter import SAMPLES_PER_MS, Decision, decide
 from functions.process_audio.speaker_audio import SpeakerAudio
 from functions.process_audio.speaker_state import SpeakerState
+from functions.process_audio.usage import UsageMeter
 from functions.process_audio.utterance import transcribe_utterance
 from functions.transcript_bridge.service import deliver_entry
 from shared.audio.levels import block_gains, for_engine
@@ -51,8 +52,10 @@ class Assembly:
         config: LiveConfig,
         owner: str,
         clock: Callable[[], datetime],
+        usage: UsageMeter,
     ) -> None:
         self.store = store
+        self.usage = usage
         self.transcriber = transcriber
         self.broadcaster = broadcaster
         self.detector = detector
@@ -112,7 +115,10 @@ class Assembly:
             done.append(sequence)
             if buffer.total == 0:
                 stream.buffer_sequence = sequence + 1
-        return await self.cut(session, stream, state, buffer, final=False, extra_done=done)
+        made = await self.cut(session, stream, state, buffer, final=False, extra_done=done)
+        # counted once the stream's progress past this chunk is stored: a run that lost it does not count
+        self.usage.count(session.tenant_id, chunk.received_at.date(), audio_ms=len(pcm) // SAMPLES_PER_MS)
+        return made
 
     async def cut(
         self,
@@ -150,7 +156,14 @@ class Assembly:
         await self.keep_lease(stream)
         prompt = await self._context(session, stream.speaker, state)
         regions = [(s - decision.drop, e - decision.drop) for s, e in buffer.regions()]
+        calls_before = self.engine_calls
         transcription = await self._transcribe_final(audio, regions, session.language, prompt)
+        self.usage.count(
+            session.tenant_id,
+            self.clock().date(),
+            engine_ms=len(audio) // SAMPLES_PER_MS,
+            engine_calls=self.engine_calls - calls_before,
+        )
         if not transcription.text:
             return None
         self._remember(state, transcription.text)

@@ -26,6 +26,7 @@ from functions.process_audio.scheduler import RunScheduler
 from functions.process_audio.segmenter import SAMPLES_PER_MS
 from functions.process_audio.speaker_audio import SpeakerAudio
 from functions.process_audio.speaker_state import SpeakerState
+from functions.process_audio.usage import UsageMeter
 from shared.audio.formats import ChunkFormat, inspect_chunk
 from shared.audio.vad import SpeechDetector, shared_detector
 from shared.broadcast.base import Broadcaster
@@ -87,7 +88,10 @@ class LivePath:
         self.arrivals = ArrivalCache()
         self.audio = SpeakerAudio(store, self.arrivals)
         self.detector = detector or shared_detector()
-        self.assembly = Assembly(store, transcriber, broadcaster, self.detector, self.audio, config, self.owner, clock)
+        self.usage = UsageMeter(store)
+        self.assembly = Assembly(
+            store, transcriber, broadcaster, self.detector, self.audio, config, self.owner, clock, self.usage
+        )
         self.runs: RunScheduler[RunResult] = RunScheduler(self.pump, config.workers)
         self.engine_failing = False  # the last engine call failed: new chunks are answered `queued`
         self._speakers: dict[tuple[str, str], SpeakerState] = {}
@@ -332,6 +336,9 @@ class LivePath:
                 result = await self.assembly.transcribe_draft(audio, session.language)
             except EngineUnavailable:
                 return
+            self.usage.count(
+                session.tenant_id, self.clock().date(), engine_ms=len(audio) // SAMPLES_PER_MS, engine_calls=1
+            )
             if result.text:
                 state.partial_text = result.text
                 await self.broadcaster.publish(
@@ -376,3 +383,4 @@ class LivePath:
             if state.partial_task is not None:
                 state.partial_task.cancel()
         await self.runs.drain(within_s=10)
+        await self.usage.flush()

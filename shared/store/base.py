@@ -7,7 +7,7 @@ Every implementation (SQLite, Postgres, Supabase) passes the same conformance su
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Protocol
 
 from shared.models import (
@@ -22,6 +22,7 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    UsageDay,
     WebhookDelivery,
 )
 
@@ -116,6 +117,15 @@ class Store(Protocol):
 
     async def delete_closed_sessions(self, closed_before: datetime, limit: int) -> int:
         """Delete up to `limit` sessions closed before `closed_before` with everything they hold; how many."""
+
+    async def add_usage(
+        self, tenant_id: str, day: date, *, audio_ms: int = 0, engine_ms: int = 0, engine_calls: int = 0
+    ) -> None:
+        """Add to a tenant's counters of one UTC day."""
+
+    async def usage(self, tenant_id: str, first: date, last: date) -> list[UsageDay]:
+        """The tenant's days from `first` to `last` (inclusive, UTC) with any usage, ascending; sessions and
+        entries counted from their tables."""
 
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         """(session_id, speaker) pairs of sessions that still have pending chunks, for recovery."""

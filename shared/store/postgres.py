@@ -17,7 +17,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -37,6 +37,7 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    UsageDay,
     WebhookDelivery,
 )
 from shared.store.base import FIRST_DELIVERY_AFTER_S, StreamLeaseLost
@@ -336,6 +337,22 @@ class PostgresStore:
         async with self._conn() as conn:
             count = await conn.fetchval("SELECT delete_closed_sessions($1, $2)", closed_before, limit)
         return int(count)
+
+    async def add_usage(
+        self, tenant_id: str, day: date, *, audio_ms: int = 0, engine_ms: int = 0, engine_calls: int = 0
+    ) -> None:
+        async with self._conn() as conn:
+            await conn.execute(
+                "SELECT add_usage($1, $2, $3, $4, $5)", tenant_id, day, audio_ms, engine_ms, engine_calls
+            )
+
+    async def usage(self, tenant_id: str, first: date, last: date) -> list[UsageDay]:
+        async with self._conn() as conn:
+            rows = await conn.fetch("SELECT * FROM tenant_usage($1, $2, $3)", tenant_id, first, last)
+        return [
+            UsageDay(r["day"], r["audio_ms"], r["engine_ms"], r["engine_calls"], r["sessions"], r["entries"])
+            for r in rows
+        ]
 
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         async with self._conn() as conn:

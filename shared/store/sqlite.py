@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    UsageDay,
     WebhookDelivery,
     utcnow,
 )
@@ -354,6 +355,36 @@ class SQLiteStore:
                 (_ts(closed_before), limit),
             )
         return cursor.rowcount
+
+    async def add_usage(
+        self, tenant_id: str, day: date, *, audio_ms: int = 0, engine_ms: int = 0, engine_calls: int = 0
+    ) -> None:
+        with self._write() as tx:
+            tx.execute(
+                "INSERT INTO usage_days (tenant_id, day, audio_ms, engine_ms, engine_calls) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant_id, day) DO UPDATE SET audio_ms = audio_ms + excluded.audio_ms,"
+                " engine_ms = engine_ms + excluded.engine_ms, engine_calls = engine_calls + excluded.engine_calls",
+                (tenant_id, day.isoformat(), audio_ms, engine_ms, engine_calls),
+            )
+
+    async def usage(self, tenant_id: str, first: date, last: date) -> list[UsageDay]:
+        days: dict[str, list[int]] = {}
+        rows = self.conn.execute(
+            "SELECT day, audio_ms, engine_ms, engine_calls FROM usage_days WHERE tenant_id = ? AND day BETWEEN ? AND ?",
+            (tenant_id, first.isoformat(), last.isoformat()),
+        )
+        for row in rows:
+            days[row["day"]] = [row["audio_ms"], row["engine_ms"], row["engine_calls"], 0, 0]
+        start, end = f"{first.isoformat()}T", f"{(last + timedelta(days=1)).isoformat()}T"
+        for column, table in ((3, "sessions"), (4, "transcript_entries")):
+            counted = self.conn.execute(
+                f"SELECT substr(created_at, 1, 10) AS day, COUNT(*) AS n FROM {table}"
+                " WHERE tenant_id = ? AND created_at >= ? AND created_at < ? GROUP BY 1",
+                (tenant_id, start, end),
+            )
+            for row in counted:
+                days.setdefault(row["day"], [0, 0, 0, 0, 0])[column] = row["n"]
+        return [UsageDay(date.fromisoformat(day), *values) for day, values in sorted(days.items())]
 
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         rows = self.conn.execute(

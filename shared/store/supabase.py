@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -35,6 +35,7 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    UsageDay,
     WebhookDelivery,
 )
 from shared.store.base import FIRST_DELIVERY_AFTER_S, StreamLeaseLost
@@ -308,6 +309,36 @@ class SupabaseStore:
             "delete_closed_sessions", {"p_closed_before": _ts(closed_before), "p_max_sessions": limit}
         )
         return int(count)
+
+    async def add_usage(
+        self, tenant_id: str, day: date, *, audio_ms: int = 0, engine_ms: int = 0, engine_calls: int = 0
+    ) -> None:
+        await self._rpc(
+            "add_usage",
+            {
+                "p_tenant_id": tenant_id,
+                "p_day": day.isoformat(),
+                "p_audio_ms": audio_ms,
+                "p_engine_ms": engine_ms,
+                "p_engine_calls": engine_calls,
+            },
+        )
+
+    async def usage(self, tenant_id: str, first: date, last: date) -> list[UsageDay]:
+        rows = await self._rpc(
+            "tenant_usage", {"p_tenant_id": tenant_id, "p_first": first.isoformat(), "p_last": last.isoformat()}
+        )
+        return [
+            UsageDay(
+                date.fromisoformat(r["day"]),
+                r["audio_ms"],
+                r["engine_ms"],
+                r["engine_calls"],
+                r["sessions"],
+                r["entries"],
+            )
+            for r in rows or []
+        ]
 
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         rows = await self._rpc("sessions_with_pending_audio", {})

@@ -17,6 +17,7 @@ from shared.models import (
     Session,
     SessionStatus,
     Tenant,
+    utcnow,
 )
 from shared.store.base import FIRST_DELIVERY_AFTER_S, Store, StreamLeaseLost
 
@@ -276,6 +277,30 @@ async def test_retention_drops_closed_audio_and_then_closed_sessions(store: Stor
     assert await store.get_session(old.id, tenant.id) is None
     assert await store.list_entries(old.id) == []
     assert {s.id for s in await store.list_sessions(tenant.id)} == {recent.id, active.id}
+
+
+async def test_usage_adds_up_per_tenant_and_day(store: Store) -> None:
+    """Counters add up per UTC day; sessions and entries are counted by the day they were made; another tenant's
+    usage and days outside the range are left out."""
+    tenant, other = await make_tenant(store, "a"), await make_tenant(store, "b")
+    day = T0.date()
+    await store.add_usage(tenant.id, day, audio_ms=2_000, engine_ms=1_500, engine_calls=1)
+    await store.add_usage(tenant.id, day, audio_ms=2_000, engine_ms=500, engine_calls=2)
+    await store.add_usage(tenant.id, day + timedelta(days=1), audio_ms=1_000)
+    await store.add_usage(other.id, day, audio_ms=99_000, engine_calls=9)
+    session = await make_session(store, tenant, at=T0)
+    await make_session(store, tenant, at=T0 + timedelta(days=2))
+    await make_session(store, other, at=T0)
+    await store.insert_entry(entry(session, 0))
+    usage = await store.usage(tenant.id, day, day + timedelta(days=1))
+    assert [(u.day, u.audio_ms, u.engine_ms, u.engine_calls, u.sessions) for u in usage] == [
+        (day, 4_000, 2_000, 3, 1),
+        (day + timedelta(days=1), 1_000, 0, 0, 0),
+    ]
+    entries_day = utcnow().date()  # entries count by when they were stored
+    stored = await store.usage(tenant.id, entries_day, entries_day)
+    assert sum(u.entries for u in stored) == 1
+    assert await store.usage(tenant.id, day - timedelta(days=9), day - timedelta(days=1)) == []
 
 
 async def test_chunk_insert_is_idempotent(store: Store) -> None:
