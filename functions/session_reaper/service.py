@@ -3,13 +3,15 @@
 An interview whose browser went away (a closed laptop, a crashed tab) never calls `end`. A pass closes every
 active session idle longer than the idle timeout as `abandoned`, and every one older than the maximum duration as
 `ended`, through the same `SessionCloser` as the `end` route: pending audio flushed into final entries first,
-`session_status` last. Passes may run at once (two processes, two machines on one database): each session is
-closed by exactly one of them, the one whose atomic close wins; the others count nothing for it.
+`session_status` last. One pass runs at a time across processes and machines on one database (a lease row in
+the store; a second pass skips), and even without it each session is closed by exactly one caller, the one whose
+atomic close wins.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
@@ -21,6 +23,7 @@ from shared.webhook.sender import WebhookSender
 log = logging.getLogger("bridge.reaper")
 
 PAGE = 100  # stale sessions read per store query
+PASS_LEASE_S = 600.0  # a pass holds the reaper lease this long at most (released when it ends)
 RETENTION_PAGES = 50  # sessions deleted per pass at most: PAGE x this; the next pass takes the rest
 STUCK_PAGE = 1_000  # stuck chunks retried per pass at most; the next pass takes the rest
 
@@ -60,7 +63,21 @@ def closing_status(session: Session, idle_before: datetime) -> SessionStatus:
 async def reap(
     now: datetime, *, closer: SessionCloser, config: ReaperConfig, webhooks: WebhookSender | None = None
 ) -> ReapSummary:
-    """One pass at `now` (read once, by the caller, when the pass starts)."""
+    """One pass at `now` (read once, by the caller, when the pass starts); nothing when another pass, in this
+    process or any other on the same database, holds the reaper lease."""
+    owner = f"reaper-{uuid.uuid4()}"
+    if not await closer.store.claim_reaper_pass(owner, now, now + timedelta(seconds=PASS_LEASE_S)):
+        log.info("another reaper pass is running; this one skips")
+        return ReapSummary()
+    try:
+        return await _pass(now, closer, config, webhooks)
+    finally:
+        await closer.store.release_reaper_pass(owner)
+
+
+async def _pass(
+    now: datetime, closer: SessionCloser, config: ReaperConfig, webhooks: WebhookSender | None
+) -> ReapSummary:
     summary = ReapSummary()
     closed = await close_stale_sessions(now, closer, config, summary)
     await retry_stuck_audio(now, closer, config, summary)

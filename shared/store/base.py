@@ -127,6 +127,12 @@ class Store(Protocol):
         """The tenant's days from `first` to `last` (inclusive, UTC) with any usage, ascending; sessions and
         entries counted from their tables."""
 
+    async def claim_reaper_pass(self, owner: str, now: datetime, until: datetime) -> bool:
+        """Hold the one reaper lease until `until` if it is free (or expired at `now`, or `owner`'s already)."""
+
+    async def release_reaper_pass(self, owner: str) -> None:
+        """Give the lease back (only `owner`'s)."""
+
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         """(session_id, speaker) pairs of sessions that still have pending chunks, for recovery."""
 

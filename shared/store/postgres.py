@@ -354,6 +354,14 @@ class PostgresStore:
             for r in rows
         ]
 
+    async def claim_reaper_pass(self, owner: str, now: datetime, until: datetime) -> bool:
+        async with self._conn() as conn:
+            return bool(await conn.fetchval("SELECT claim_reaper_pass($1, $2, $3)", owner, now, until))
+
+    async def release_reaper_pass(self, owner: str) -> None:
+        async with self._conn() as conn:
+            await conn.execute("SELECT release_reaper_pass($1)", owner)
+
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         async with self._conn() as conn:
             rows = await conn.fetch("SELECT session_id, speaker FROM sessions_with_pending_audio()")

@@ -386,6 +386,20 @@ class SQLiteStore:
                 days.setdefault(row["day"], [0, 0, 0, 0, 0])[column] = row["n"]
         return [UsageDay(date.fromisoformat(day), *values) for day, values in sorted(days.items())]
 
+    async def claim_reaper_pass(self, owner: str, now: datetime, until: datetime) -> bool:
+        with self._write() as tx:
+            taken = tx.execute(
+                "INSERT INTO reaper_lease (name, owner, until) VALUES ('reaper', ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+                " WHERE reaper_lease.until < ? OR reaper_lease.owner = excluded.owner RETURNING 1",
+                (owner, _ts(until), _ts(now)),
+            ).fetchall()
+        return bool(taken)
+
+    async def release_reaper_pass(self, owner: str) -> None:
+        with self._write() as tx:
+            tx.execute("DELETE FROM reaper_lease WHERE name = 'reaper' AND owner = ?", (owner,))
+
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         rows = self.conn.execute(
             "SELECT DISTINCT session_id, speaker FROM audio_chunks WHERE state = 'pending' ORDER BY session_id, speaker"

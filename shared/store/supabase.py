@@ -340,6 +340,13 @@ class SupabaseStore:
             for r in rows or []
         ]
 
+    async def claim_reaper_pass(self, owner: str, now: datetime, until: datetime) -> bool:
+        taken = await self._rpc("claim_reaper_pass", {"p_owner": owner, "p_now": _ts(now), "p_until": _ts(until)})
+        return bool(taken)
+
+    async def release_reaper_pass(self, owner: str) -> None:
+        await self._rpc("release_reaper_pass", {"p_owner": owner})
+
     async def sessions_with_pending_audio(self) -> list[tuple[str, str]]:
         rows = await self._rpc("sessions_with_pending_audio", {})
         return [(row["session_id"], row["speaker"]) for row in rows or []]

@@ -303,6 +303,19 @@ async def test_usage_adds_up_per_tenant_and_day(store: Store) -> None:
     assert await store.usage(tenant.id, day - timedelta(days=9), day - timedelta(days=1)) == []
 
 
+async def test_the_reaper_lease_has_one_holder_at_a_time(store: Store) -> None:
+    """A held lease refuses others until it expires or its holder gives it back; only the holder can."""
+    until = T0 + timedelta(minutes=10)
+    assert await store.claim_reaper_pass("a", T0, until)
+    assert not await store.claim_reaper_pass("b", T0 + timedelta(minutes=1), until)
+    assert await store.claim_reaper_pass("a", T0 + timedelta(minutes=1), until)
+    await store.release_reaper_pass("b")  # not b's to give back
+    assert not await store.claim_reaper_pass("c", T0 + timedelta(minutes=2), until)
+    assert await store.claim_reaper_pass("b", T0 + timedelta(minutes=11), T0 + timedelta(minutes=21))
+    await store.release_reaper_pass("b")
+    assert await store.claim_reaper_pass("c", T0 + timedelta(minutes=12), T0 + timedelta(minutes=22))
+
+
 async def test_chunk_insert_is_idempotent(store: Store) -> None:
     """The same chunk twice is a duplicate, other bytes under the same sequence a conflict, and one row stays."""
     tenant = await make_tenant(store)

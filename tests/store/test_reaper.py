@@ -209,3 +209,17 @@ async def test_retention_drops_old_audio_first_and_old_sessions_later(store: Sto
     assert (await reap(closed_at + timedelta(days=29), closer=closer, config=limits)).deleted == 0
     assert (await reap(closed_at + timedelta(days=31), closer=closer, config=limits)).deleted == 1
     assert await store.get_session(session.id, tenant.id) is None
+
+
+async def test_a_pass_skips_while_another_holds_the_lease(store: Store) -> None:
+    """While another process's pass holds the reaper lease, a pass does nothing; once it is given back, it runs."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant, at=T0)
+    now = T0 + timedelta(hours=1)
+    assert await store.claim_reaper_pass("another-machine", now, now + timedelta(minutes=10))
+    closer = closer_on(store, RecordingBroadcaster())
+    skipped = await reap(now, closer=closer, config=CONFIG)
+    assert skipped.to_json() == dict.fromkeys(skipped.to_json(), 0)
+    assert await status_of(store, session) is SessionStatus.ACTIVE
+    await store.release_reaper_pass("another-machine")
+    assert (await reap(now, closer=closer, config=CONFIG)).abandoned == 1
