@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ import pytest
 from freezegun import freeze_time
 
 from bridge.cli import main
-from shared.models import Session, Tenant, utcnow
+from shared.models import NewChunk, Session, Tenant, utcnow
 from shared.store.sqlite import SQLiteStore
 from tests.helpers import (
     FIXTURES,
@@ -56,6 +57,18 @@ async def test_the_route_abandons_an_idle_session_with_its_audio_in_the_transcri
         assert [e["text"] for e in transcript["entries"]] and all(
             e["text"].startswith("[simulated") for e in transcript["entries"]
         )
+
+
+async def test_the_route_ends_a_session_that_runs_past_the_maximum_duration(app_client: Callable[..., Any]) -> None:
+    """A session still receiving audio 5 hours after it began is ended (not abandoned) by a pass."""
+    async with app_client(reaper_interval=0, session_max_duration=4 * 3600) as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        with freeze_time(utcnow() + timedelta(hours=5), tick=True):
+            assert (await post_chunk(client, token, session_id, "candidate", 0, SPEECH[0])).status_code == 200
+            summary = (await client.post(REAPER, headers=bearer(SERVICE_KEY))).json()
+        assert (summary["ended"], summary["abandoned"]) == (1, 0)
+        assert (await client.get(f"/sessions/{session_id}", headers=bearer(key))).json()["status"] == "ended"
 
 
 async def test_audio_the_engine_never_took_is_listed_as_failed_on_the_session_and_transcript(
@@ -117,8 +130,9 @@ async def test_the_server_without_a_schedule_leaves_idle_sessions_alone(app_clie
         assert (await client.get(f"/sessions/{session_id}", headers=bearer(key))).json()["status"] == "active"
 
 
-def seed_sessions(data_dir: Path, ages: dict[str, timedelta]) -> dict[str, str]:
-    """Sessions created (and last active) `age` ago in the embedded store, by name -> id."""
+def seed_sessions(data_dir: Path, ages: dict[str, tuple[timedelta, timedelta]], speech_in: str = "") -> dict[str, str]:
+    """Sessions created and last active (ages ago) in the embedded store, by name -> id; `speech_in` names the
+    one whose speaker's chunks are stored and never processed (the browser left right after sending them)."""
 
     async def seed() -> dict[str, str]:
         store = SQLiteStore(data_dir / "bridge.sqlite3")
@@ -127,16 +141,45 @@ def seed_sessions(data_dir: Path, ages: dict[str, timedelta]) -> dict[str, str]:
             tenant = Tenant(id="t-reap", name="reap", created_at=utcnow())
             await store.create_tenant(tenant, api_key_hash="unused")
             ids: dict[str, str] = {}
-            for name, age in ages.items():
-                at = utcnow() - age
-                session = replace(Session.new(tenant.id, speakers=("candidate",)), created_at=at, last_activity_at=at)
+            for name, (created, active) in ages.items():
+                session = replace(
+                    Session.new(tenant.id, speakers=("candidate",)),
+                    created_at=utcnow() - created,
+                    last_activity_at=utcnow() - active,
+                )
                 await store.create_session(session)
                 ids[name] = session.id
+                if name == speech_in:
+                    for seq, data in enumerate(SPEECH):
+                        await store.insert_chunk(
+                            NewChunk(
+                                session.id,
+                                "candidate",
+                                seq,
+                                data,
+                                hashlib.sha256(data).hexdigest(),
+                                "audio/wav",
+                                True,
+                                utcnow() - active,
+                            )
+                        )
             return ids
         finally:
             await store.close()
 
     return asyncio.run(seed())
+
+
+def entries_of(data_dir: Path, session_id: str) -> list[str]:
+    async def read() -> list[str]:
+        store = SQLiteStore(data_dir / "bridge.sqlite3")
+        await store.start()
+        try:
+            return [entry.text for entry in await store.list_entries(session_id)]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
 
 
 def statuses(data_dir: Path) -> dict[str, str]:
@@ -152,10 +195,18 @@ def statuses(data_dir: Path) -> dict[str, str]:
 
 
 def test_the_reap_command_prints_one_json_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """`reap` closes what is stale, prints the pass's summary as one JSON line and exits 0."""
-    ids = seed_sessions(tmp_path, {"idle": timedelta(hours=1), "fresh": timedelta(minutes=1)})
+    """`reap` abandons the idle session with its audio made into entries, ends the over-long one, leaves the
+    fresh one, prints the pass's summary as one JSON line and exits 0."""
+    hour, minute = timedelta(hours=1), timedelta(minutes=1)
+    ids = seed_sessions(
+        tmp_path,
+        {"idle": (hour, hour), "overlong": (5 * hour, minute), "fresh": (minute, minute)},
+        speech_in="idle",
+    )
     assert main(["reap", "--data-dir", str(tmp_path), "--engine", "simulate"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 1
-    assert json.loads(lines[0]) == {**dict.fromkeys(SUMMARY_KEYS, 0), "abandoned": 1}
-    assert statuses(tmp_path) == {ids["idle"]: "abandoned", ids["fresh"]: "active"}
+    assert json.loads(lines[0]) == {**dict.fromkeys(SUMMARY_KEYS, 0), "abandoned": 1, "ended": 1}
+    assert statuses(tmp_path) == {ids["idle"]: "abandoned", ids["overlong"]: "ended", ids["fresh"]: "active"}
+    texts = entries_of(tmp_path, ids["idle"])
+    assert texts and all(text.startswith("[simulated") for text in texts)
