@@ -47,6 +47,17 @@ class Tenant:
 
 
 @dataclass(frozen=True, slots=True)
+class UsageCount:
+    """Usage to add with a stream's saved progress, in the same transaction (exactly once with it)."""
+
+    tenant_id: str
+    day: date
+    audio_ms: int = 0
+    engine_ms: int = 0
+    engine_calls: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class UsageDay:
     """What one tenant used on one UTC day."""
 

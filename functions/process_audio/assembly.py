@@ -20,14 +20,13 @@ from functions.process_audio.config import LiveConfig
 from functions.process_audio.segmenter import SAMPLES_PER_MS, Decision, decide
 from functions.process_audio.speaker_audio import SpeakerAudio
 from functions.process_audio.speaker_state import SpeakerState
-from functions.process_audio.usage import UsageMeter
 from functions.process_audio.utterance import transcribe_utterance
 from functions.transcript_bridge.service import deliver_entry
 from shared.audio.levels import block_gains, for_engine
 from shared.audio.vad import SpeechDetector
 from shared.broadcast.base import Broadcaster
 from shared.errors import InvalidAudio
-from shared.models import EntryWrite, NewEntry, Session, SpeakerStream, StoredChunk, TranscriptEntry
+from shared.models import EntryWrite, NewEntry, Session, SpeakerStream, StoredChunk, TranscriptEntry, UsageCount
 from shared.store.base import Store, StreamLeaseLost
 from shared.stt.base import Pcm, Transcriber, Transcription
 from shared.stt.filters import clean_transcription
@@ -52,10 +51,8 @@ class Assembly:
         config: LiveConfig,
         owner: str,
         clock: Callable[[], datetime],
-        usage: UsageMeter,
     ) -> None:
         self.store = store
-        self.usage = usage
         self.transcriber = transcriber
         self.broadcaster = broadcaster
         self.detector = detector
@@ -115,10 +112,8 @@ class Assembly:
             done.append(sequence)
             if buffer.total == 0:
                 stream.buffer_sequence = sequence + 1
-        made = await self.cut(session, stream, state, buffer, final=False, extra_done=done)
-        # counted once the stream's progress past this chunk is stored: a run that lost it does not count
-        self.usage.count(session.tenant_id, chunk.received_at.date(), audio_ms=len(pcm) // SAMPLES_PER_MS)
-        return made
+        audio_ms = len(pcm) // SAMPLES_PER_MS  # counted with the progress past this chunk, in its transaction
+        return await self.cut(session, stream, state, buffer, final=False, extra_done=done, audio_ms=audio_ms)
 
     async def cut(
         self,
@@ -129,17 +124,22 @@ class Assembly:
         *,
         final: bool,
         extra_done: list[int] | None = None,
+        audio_ms: int = 0,
     ) -> list[TranscriptEntry]:
-        """Apply the segmenter's decision: drop silence, finalise a finished utterance, save the stream."""
+        """Apply the segmenter's decision: drop silence, finalise a finished utterance, save the stream (with
+        the usage of this step: `audio_ms` taken in, the engine time of the utterance)."""
         done = list(extra_done or [])
         decision = decide(
             buffer.total, buffer.regions(), buffer.chunk_starts, final=final, config=self.config.segmenter
         )
-        entry = await self.finalise_utterance(session, stream, state, buffer, decision)
+        entry, engine_ms, engine_calls = await self.finalise_utterance(session, stream, state, buffer, decision)
         consume = decision.cut if decision.cut is not None else decision.drop
         if consume:
             await self._consume(stream, buffer, consume, done)
-        write = await self.save(stream, state, buffer, done=done, entry=entry)
+        usage = None
+        if audio_ms or engine_calls:
+            usage = UsageCount(session.tenant_id, self.clock().date(), audio_ms, engine_ms, engine_calls)
+        write = await self.save(stream, state, buffer, done=done, entry=entry, usage=usage)
         if write is not None:
             await deliver_entry(write, self.broadcaster)
             return [write.entry]
@@ -147,27 +147,23 @@ class Assembly:
 
     async def finalise_utterance(
         self, session: Session, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer, decision: Decision
-    ) -> NewEntry | None:
+    ) -> tuple[NewEntry | None, int, int]:
         """A finished utterance's speech, transcribed with the speaker's recent text as the prompt: the entry to
-        store, or None when the segmenter cut nothing or the engine heard no words."""
+        store (None when the segmenter cut nothing or the engine heard no words), the audio ms sent to the
+        engine and its calls."""
         if decision.cut is None or decision.speech_end is None or decision.speech_end <= decision.drop:
-            return None
+            return None, 0, 0
         audio = buffer.pcm[decision.drop : decision.speech_end]
         await self.keep_lease(stream)
         prompt = await self._context(session, stream.speaker, state)
         regions = [(s - decision.drop, e - decision.drop) for s, e in buffer.regions()]
         calls_before = self.engine_calls
         transcription = await self._transcribe_final(audio, regions, session.language, prompt)
-        self.usage.count(
-            session.tenant_id,
-            self.clock().date(),
-            engine_ms=len(audio) // SAMPLES_PER_MS,
-            engine_calls=self.engine_calls - calls_before,
-        )
+        engine_ms, calls = len(audio) // SAMPLES_PER_MS, self.engine_calls - calls_before
         if not transcription.text:
-            return None
+            return None, engine_ms, calls
         self._remember(state, transcription.text)
-        return self._entry(
+        entry = self._entry(
             session,
             stream.speaker,
             (
@@ -178,6 +174,7 @@ class Assembly:
             start_ms=stream.buffer_start_ms + decision.drop // SAMPLES_PER_MS,
             end_ms=stream.buffer_start_ms + decision.speech_end // SAMPLES_PER_MS,
         )
+        return entry, engine_ms, calls
 
     async def keep_lease(self, stream: SpeakerStream) -> None:
         """Extend the lease before a slow engine call; a stream taken meanwhile stops this run (fenced anyway)."""
@@ -207,9 +204,10 @@ class Assembly:
         *,
         done: list[int] | None = None,
         entry: NewEntry | None = None,
+        usage: UsageCount | None = None,
     ) -> EntryWrite | None:
-        """Where assembly stands, the chunks now done and the new entry, in one fenced store write."""
-        write = await self.store.save_stream(stream, self.owner, done_sequences=done or (), entry=entry)
+        """Where assembly stands, the chunks now done, the new entry and the usage, in one fenced store write."""
+        write = await self.store.save_stream(stream, self.owner, done_sequences=done or (), entry=entry, usage=usage)
         if buffer is not None:
             buffer.version = stream.version
         self.audio.forget(state, done or ())

@@ -88,10 +88,8 @@ class LivePath:
         self.arrivals = ArrivalCache()
         self.audio = SpeakerAudio(store, self.arrivals)
         self.detector = detector or shared_detector()
-        self.usage = UsageMeter(store)
-        self.assembly = Assembly(
-            store, transcriber, broadcaster, self.detector, self.audio, config, self.owner, clock, self.usage
-        )
+        self.usage = UsageMeter(store)  # partials' engine use; what a run stores is counted with it
+        self.assembly = Assembly(store, transcriber, broadcaster, self.detector, self.audio, config, self.owner, clock)
         self.runs: RunScheduler[RunResult] = RunScheduler(self.pump, config.workers)
         self.engine_failing = False  # the last engine call failed: new chunks are answered `queued`
         self._speakers: dict[tuple[str, str], SpeakerState] = {}

@@ -1,8 +1,10 @@
-"""Usage counted as the live path works (audio taken in, audio sent to the engine, engine calls), kept in memory
-and added to the store's per-day counters every few seconds.
+"""Engine use that no stored progress carries (partials), kept in memory and added to the store's per-day
+counters every few seconds.
 
-A store write per chunk would add a round trip to every run for a number nobody reads at that moment. A crash
-loses at most the last few seconds of counts (the audio and entries themselves are not affected).
+Audio taken in and the engine time of finals are added in the same transaction as the speaker stream's progress
+(`Store.save_stream(usage=...)`): exactly once, whatever crashes. A partial stores nothing, and a store write per
+partial would add a round trip for a number nobody reads at that moment; a crash loses at most the last few
+seconds of partials' counts.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    UsageCount,
     UsageDay,
     WebhookDelivery,
 )
@@ -190,8 +191,10 @@ class Store(Protocol):
         *,
         done_sequences: Sequence[int] = (),
         entry: NewEntry | None = None,
+        usage: UsageCount | None = None,
     ) -> EntryWrite | None:
-        """Atomically: store `entry` (idempotent), mark `done_sequences` done and write the stream state.
+        """Atomically: store `entry` (idempotent), mark `done_sequences` done, write the stream state and add
+        `usage` to its tenant's counters.
 
         Raises `StreamLeaseLost` when `owner` no longer holds the lease or the stream's version moved on;
         then nothing is written. Increments `stream.version` on success.

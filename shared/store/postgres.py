@@ -37,6 +37,7 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    UsageCount,
     UsageDay,
     WebhookDelivery,
 )
@@ -467,10 +468,15 @@ class PostgresStore:
         *,
         done_sequences: Sequence[int] = (),
         entry: NewEntry | None = None,
+        usage: UsageCount | None = None,
     ) -> EntryWrite | None:
+        counted = usage or UsageCount("", date.min)
         async with self._conn() as conn:
             result = await conn.fetchval(
-                "SELECT save_speaker_stream($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                "SELECT save_speaker_stream($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+                if usage is None
+                else "SELECT save_speaker_stream_counted($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,"
+                " $13, $14, $15, $16, $17)",
                 stream.session_id,
                 stream.speaker,
                 owner,
@@ -483,6 +489,11 @@ class PostgresStore:
                 stream.gap_since,
                 list(done_sequences),
                 entry_json(entry) if entry is not None else None,
+                *(
+                    ()
+                    if usage is None
+                    else (counted.tenant_id, counted.day, counted.audio_ms, counted.engine_ms, counted.engine_calls)
+                ),
             )
         if not result["saved"]:
             raise StreamLeaseLost(f"stream {stream.session_id}/{stream.speaker} was taken by another worker")

@@ -32,6 +32,7 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    UsageCount,
     UsageDay,
     WebhookDelivery,
     utcnow,
@@ -360,12 +361,7 @@ class SQLiteStore:
         self, tenant_id: str, day: date, *, audio_ms: int = 0, engine_ms: int = 0, engine_calls: int = 0
     ) -> None:
         with self._write() as tx:
-            tx.execute(
-                "INSERT INTO usage_days (tenant_id, day, audio_ms, engine_ms, engine_calls) VALUES (?, ?, ?, ?, ?)"
-                " ON CONFLICT (tenant_id, day) DO UPDATE SET audio_ms = audio_ms + excluded.audio_ms,"
-                " engine_ms = engine_ms + excluded.engine_ms, engine_calls = engine_calls + excluded.engine_calls",
-                (tenant_id, day.isoformat(), audio_ms, engine_ms, engine_calls),
-            )
+            _add_usage(tx, tenant_id, day, audio_ms, engine_ms, engine_calls)
 
     async def usage(self, tenant_id: str, first: date, last: date) -> list[UsageDay]:
         days: dict[str, list[int]] = {}
@@ -554,6 +550,7 @@ class SQLiteStore:
         *,
         done_sequences: Sequence[int] = (),
         entry: NewEntry | None = None,
+        usage: UsageCount | None = None,
     ) -> EntryWrite | None:
         written: EntryWrite | None = None
         with self._write() as tx:
@@ -582,6 +579,8 @@ class SQLiteStore:
                     " WHERE session_id = ? AND speaker = ? AND sequence_number = ?",
                     [(stream.session_id, stream.speaker, seq) for seq in done_sequences],
                 )
+            if usage is not None:
+                _add_usage(tx, usage.tenant_id, usage.day, usage.audio_ms, usage.engine_ms, usage.engine_calls)
             if entry is not None:
                 written = _insert_entry(tx, entry)
         stream.version += 1
@@ -607,6 +606,15 @@ class SQLiteStore:
             (session_id,),
         )
         return [entry_from_row(row) for row in rows]
+
+
+def _add_usage(tx: sqlite3.Connection, tenant_id: str, day: date, audio_ms: int, engine_ms: int, calls: int) -> None:
+    tx.execute(
+        "INSERT INTO usage_days (tenant_id, day, audio_ms, engine_ms, engine_calls) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (tenant_id, day) DO UPDATE SET audio_ms = audio_ms + excluded.audio_ms,"
+        " engine_ms = engine_ms + excluded.engine_ms, engine_calls = engine_calls + excluded.engine_calls",
+        (tenant_id, day.isoformat(), audio_ms, engine_ms, calls),
+    )
 
 
 def _insert_entry(tx: sqlite3.Connection, entry: NewEntry) -> EntryWrite:

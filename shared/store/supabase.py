@@ -35,6 +35,7 @@ from shared.models import (
     StuckChunk,
     Tenant,
     TranscriptEntry,
+    UsageCount,
     UsageDay,
     WebhookDelivery,
 )
@@ -468,10 +469,21 @@ class SupabaseStore:
         *,
         done_sequences: Sequence[int] = (),
         entry: NewEntry | None = None,
+        usage: UsageCount | None = None,
     ) -> EntryWrite | None:
+        params: dict[str, Any] = {}
+        if usage is not None:
+            params = {
+                "p_tenant_id": usage.tenant_id,
+                "p_usage_day": usage.day.isoformat(),
+                "p_audio_ms": usage.audio_ms,
+                "p_engine_ms": usage.engine_ms,
+                "p_engine_calls": usage.engine_calls,
+            }
         result = await self._rpc(
-            "save_speaker_stream",
+            "save_speaker_stream" if usage is None else "save_speaker_stream_counted",
             {
+                **params,
                 "p_session_id": stream.session_id,
                 "p_speaker": stream.speaker,
                 "p_owner": owner,

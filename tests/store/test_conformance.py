@@ -17,6 +17,7 @@ from shared.models import (
     Session,
     SessionStatus,
     Tenant,
+    UsageCount,
     utcnow,
 )
 from shared.store.base import FIRST_DELIVERY_AFTER_S, Store, StreamLeaseLost
@@ -314,6 +315,23 @@ async def test_the_reaper_lease_has_one_holder_at_a_time(store: Store) -> None:
     assert await store.claim_reaper_pass("b", T0 + timedelta(minutes=11), T0 + timedelta(minutes=21))
     await store.release_reaper_pass("b")
     assert await store.claim_reaper_pass("c", T0 + timedelta(minutes=12), T0 + timedelta(minutes=22))
+
+
+async def test_usage_saved_with_a_stream_counts_once_and_not_when_the_lease_is_lost(store: Store) -> None:
+    """Usage given with a stream's progress is added with it; a save refused for a lost lease adds nothing."""
+    tenant = await make_tenant(store)
+    session = await make_session(store, tenant)
+    await store.insert_chunk(chunk(session, 0))
+    stream = await store.claim_stream(session.id, "candidate", "w1", 30, T0)
+    assert stream is not None
+    stream.next_sequence = 1
+    usage = UsageCount(tenant.id, T0.date(), audio_ms=2_000, engine_ms=1_800, engine_calls=1)
+    await store.save_stream(stream, "w1", done_sequences=[0], entry=entry(session, 0), usage=usage)
+    stale = replace(stream, version=stream.version - 1)
+    with pytest.raises(StreamLeaseLost):
+        await store.save_stream(stale, "w1", usage=usage)
+    [day] = await store.usage(tenant.id, T0.date(), T0.date())
+    assert (day.audio_ms, day.engine_ms, day.engine_calls) == (2_000, 1_800, 1)
 
 
 async def test_chunk_insert_is_idempotent(store: Store) -> None:
