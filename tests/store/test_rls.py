@@ -22,6 +22,7 @@ from tests import pg
 
 T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 TABLES = ("tenants", "sessions", "audio_chunks", "speaker_streams", "transcript_entries")
+LIFECYCLE_TABLES = ("webhook_deliveries", "usage_days", "reaper_lease")  # the bridge's own: no user reads them
 
 SUPABASE_STAND_IN = """
 DO $$
@@ -135,12 +136,13 @@ async def test_rls_is_enabled_on_every_table(supabase_like: Fixture) -> None:
     conn = await asyncpg.connect(supabase_like.dsn)
     try:
         rows = await conn.fetch(
-            "SELECT relname, relrowsecurity FROM pg_class WHERE relname = ANY($1::text[])", list(TABLES)
+            "SELECT relname, relrowsecurity FROM pg_class WHERE relname = ANY($1::text[])",
+            [*TABLES, *LIFECYCLE_TABLES],
         )
         applied = [r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")]
     finally:
         await conn.close()
-    assert {r["relname"]: r["relrowsecurity"] for r in rows} == dict.fromkeys(TABLES, True)
+    assert {r["relname"]: r["relrowsecurity"] for r in rows} == dict.fromkeys([*TABLES, *LIFECYCLE_TABLES], True)
     assert "20260101000200_supabase_rls.sql" in applied
 
 
@@ -218,6 +220,16 @@ WRITES = [
     ("save a stream", "SELECT save_speaker_stream('session-B', 'candidate', 'me', 0, 5, 0, 0, 0)"),
     ("insert via function", "SELECT insert_transcript_entry('{}'::jsonb)"),
     ("chunk via function", "SELECT insert_audio_chunk('session-A', 'c', 5, null, '\\x00', 'd', false, now())"),
+    ("read webhook secrets", "SELECT webhook_secret FROM tenants"),
+    ("read the webhook outbox", "SELECT * FROM webhook_deliveries"),
+    ("read usage counters", "SELECT * FROM usage_days"),
+    ("read the reaper lease", "SELECT * FROM reaper_lease"),
+    ("close a session", "SELECT close_session('session-B', 'ended', now(), 'd1', now())"),
+    ("claim webhooks", "SELECT * FROM claim_webhook_deliveries(now(), now(), 10, null)"),
+    ("add usage", "SELECT add_usage('A', current_date, 1, 1, 1)"),
+    ("take the reaper lease", "SELECT claim_reaper_pass('me', now(), now())"),
+    ("fail chunks", "SELECT fail_chunks('session-B', 'candidate', '{0}', now())"),
+    ("delete closed sessions", "SELECT delete_closed_sessions(now(), 10)"),
 ]
 
 
