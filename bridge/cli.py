@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     reap_parser = commands.add_parser("reap", help="one session reaper pass; prints its summary as one JSON line")
     reap_parser.add_argument("--engine", choices=["auto", "local", "openai", "simulate"], default=None)
+    reap_parser.add_argument(
+        "--every", type=float, default=None, help="repeat a pass every SECONDS until SIGTERM (a reaper machine)"
+    )
     _add_data_dir(reap_parser)
 
     db = commands.add_parser("db", help="database maintenance")
@@ -242,16 +246,28 @@ async def db_migrate(args: argparse.Namespace) -> int:
 
 
 async def reap_once(args: argparse.Namespace) -> int:
-    """Close the sessions nobody ended, from cron or a scheduled machine; the engine loads only to flush audio."""
+    """Close the sessions nobody ended, from cron or a scheduled machine; the engine loads only to flush audio.
+    With `--every`, a pass every that many seconds (one JSON line each) until SIGTERM or SIGINT."""
+    import signal
+
     from bridge.services import build_services
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     services = build_services(_settings(args))
     await services.open_backends()
     try:
-        summary = await services.reap()
+        while not stop.is_set():
+            summary = await services.reap()
+            print(json.dumps(summary.to_json()), flush=True)
+            if not args.every:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=args.every)
     finally:
         await services.close()
-    print(json.dumps(summary.to_json()))
     return 0
 
 
