@@ -134,6 +134,7 @@ def serve(args: argparse.Namespace) -> int:
         "ws": "websockets-sansio",  # measured: ~25% less hub CPU per frame than the default implementation
         "ws_per_message_deflate": False,  # hub frames are encoded once per topic; per-socket deflate undoes that
     }
+    exit_zero_after_shutdown()
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)
         return 0
@@ -143,6 +144,18 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.update(worker_environment(settings))
     uvicorn.run("bridge.app:create_app", factory=True, workers=settings.workers, **options)
     return 0
+
+
+def exit_zero_after_shutdown() -> None:
+    """uvicorn shuts down gracefully on SIGTERM (stops accepting, finishes in-flight requests, runs the app's
+    shutdown), then raises the signal again with the handler it found in place. Without this one the process
+    would then die by SIGTERM; with it, the orderly shutdown ends with exit status 0, as Fly and Docker expect."""
+    import signal
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, leave)
 
 
 def check_workers(settings: Settings) -> None:
