@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,13 +22,10 @@ import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+if str(REPO) not in sys.path:  # run as a script: the repository's bench package beside it
+    sys.path.insert(0, str(REPO))
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from bench.throughput import free_port  # noqa: E402
 
 
 def start(kind: str, port: int, data_dir: Path) -> subprocess.Popen[bytes]:

@@ -213,16 +213,16 @@ async def tenant_update(args: argparse.Namespace) -> int:
     store = create_store(_settings(args))
     await store.start()
     try:
+        # tenants_named reads whole rows (get_tenant leaves the webhook columns out on some stores)
         by_id = await store.get_tenant(args.name)
-        tenants = [by_id] if by_id is not None else await store.tenants_named(args.name)
+        named = await store.tenants_named(by_id.name if by_id else args.name)
+        tenants = [t for t in named if by_id is None or t.id == by_id.id]
         if len(tenants) != 1:
             many = f"{len(tenants)} tenants are named {args.name!r}; give the tenant id" if tenants else ""
             print(f"interview-bridge tenant update: {many or f'no tenant {args.name!r}'}", file=sys.stderr)
             return 2
         tenant = tenants[0]
-        current = await store.tenants_named(tenant.name)
-        had_secret = any(t.id == tenant.id and t.webhook_secret for t in current)
-        secret = None if had_secret else new_webhook_secret()  # tenants made before webhooks get a key now
+        secret = None if tenant.webhook_secret else new_webhook_secret()  # made before webhooks: a key now
         await store.set_tenant_webhook(tenant.id, url, secret)
     finally:
         await store.close()

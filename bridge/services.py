@@ -68,11 +68,19 @@ class Services:
     sessions: SessionCache = field(init=False)  # the per-chunk path's session reads
     closer: SessionCloser = field(init=False)  # how a session ends, for the route, the CLI and the reaper
     webhooks: WebhookSender = field(init=False)  # the outbox of transcripts for tenants' webhooks
+    reaper: ReaperConfig = field(init=False)  # the reaper's rules, from settings
 
     def __post_init__(self) -> None:
         self.sessions = SessionCache(self.store)
         self.closer = SessionCloser(self.store, self.live, self.broadcaster, self.sessions)
         self.webhooks = WebhookSender(self.store, allow_private=self.settings.webhook_allow_private == "on")
+        self.reaper = ReaperConfig(
+            idle_timeout_s=self.settings.session_idle_timeout,
+            max_duration_s=self.settings.session_max_duration,
+            chunk_max_attempts=self.settings.chunk_max_attempts,
+            audio_retention_days=self.settings.audio_retention_days,
+            transcript_retention_days=self.settings.transcript_retention_days,
+        )
 
     async def end_session(self, session: Session, status: SessionStatus) -> Ending:
         """End a session now (the route); its tenant's webhook is sent in the background."""
@@ -104,14 +112,7 @@ class Services:
 
     async def reap(self) -> ReapSummary:
         """One reaper pass, now."""
-        config = ReaperConfig(
-            idle_timeout_s=self.settings.session_idle_timeout,
-            max_duration_s=self.settings.session_max_duration,
-            chunk_max_attempts=self.settings.chunk_max_attempts,
-            audio_retention_days=self.settings.audio_retention_days,
-            transcript_retention_days=self.settings.transcript_retention_days,
-        )
-        return await reap(utcnow(), closer=self.closer, config=config, webhooks=self.webhooks)
+        return await reap(utcnow(), closer=self.closer, config=self.reaper, webhooks=self.webhooks)
 
     async def _reap_every(self, interval_s: float) -> None:
         """The server's own reaper: a pass every `interval_s`, the first one interval after start."""

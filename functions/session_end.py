@@ -45,7 +45,7 @@ class SessionCloser:
         if self.sessions is not None:
             self.sessions.forget(session.id)
         current = closed or await self.store.get_session(session.id, None) or session
-        if await self._has_pending_audio(current):
+        if not self.live.transcriber.ready and await self._has_pending_audio(current):
             try:
                 await self.live.transcriber.wait_ready()  # the reaper's command starts no engine otherwise
             except EngineUnavailable as exc:

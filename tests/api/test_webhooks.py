@@ -11,11 +11,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from freezegun import freeze_time
 
 from shared.errors import InvalidRequest
-from shared.models import utcnow
+from shared.models import Session, SessionStatus, Tenant, utcnow
+from shared.store.sqlite import SQLiteStore
+from shared.webhook.sender import WebhookSender
 from shared.webhook.signature import sign, verify
 from shared.webhook.target import check_webhook_url, refusal
 from tests.helpers import FIXTURES, bearer, load_pcm, new_session, new_tenant, post_chunk, services, wav_chunks
@@ -148,3 +151,28 @@ def test_the_readme_verification_snippet_accepts_a_real_signature_and_nothing_el
     assert namespace["verify"](SECRET, body, header)
     assert not namespace["verify"](SECRET, body + b"x", header)
     assert not namespace["verify"](SECRET, body, sign(SECRET, body, int(time.time()) - 3600))
+
+
+async def test_the_sender_refuses_a_private_target_without_sending_and_keeps_the_reason(tmp_path: Path) -> None:
+    """A webhook pointing at a private address (set before the rule, or re-pointed) gets no request at all; the
+    outbox keeps the delivery, failed for that reason, for a later attempt."""
+    requests: list[httpx.Request] = []
+    transport = httpx.MockTransport(lambda request: requests.append(request) or httpx.Response(200))
+    store = SQLiteStore(tmp_path / "bridge.sqlite3")
+    await store.start()
+    sender = WebhookSender(store, client=httpx.AsyncClient(transport=transport))
+    try:
+        tenant = Tenant(id="t-private", name="private", created_at=utcnow())
+        await store.create_tenant(tenant, api_key_hash="unused")
+        await store.set_tenant_webhook(tenant.id, "https://10.1.2.3/hook", SECRET)
+        session = Session.new(tenant.id)
+        await store.create_session(session)
+        now = utcnow()
+        await store.close_session(session.id, SessionStatus.ENDED, now)
+        assert await sender.deliver_due(now, session_id=session.id, due_by=now + timedelta(hours=1)) == 0
+        [row] = store.conn.execute("SELECT attempts, last_error, delivered_at FROM webhook_deliveries").fetchall()
+    finally:
+        await sender.aclose()
+        await store.close()
+    assert requests == []
+    assert row["attempts"] == 1 and "private or link-local" in row["last_error"] and row["delivered_at"] is None

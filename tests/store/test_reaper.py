@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -12,12 +11,12 @@ from functions.process_audio.live import LivePath
 from functions.session_end import SessionCloser
 from functions.session_reaper.service import ReaperConfig, ReapSummary, reap
 from shared.broadcast.vocabulary import ENTRY_EVENT, STATUS_EVENT
-from shared.models import NewChunk, Session, SessionStatus
+from shared.models import Session, SessionStatus
 from shared.store.base import Store
 from shared.stt.base import Transcriber
 from shared.stt.simulate import SimulatedTranscriber
 from tests.helpers import FIXTURES, EngineOutage, load_pcm, wav_chunks
-from tests.store.test_conformance import T0, make_session, make_tenant
+from tests.store.test_conformance import T0, chunk, make_session, make_tenant
 
 CONFIG = ReaperConfig(idle_timeout_s=900, max_duration_s=4 * 3600)
 SPEECH = wav_chunks(load_pcm(FIXTURES / "live" / "two_sentences.flac"))
@@ -53,18 +52,7 @@ async def status_of(store: Store, session: Session) -> SessionStatus | None:
 async def store_speech(store: Store, session: Session, at: datetime) -> None:
     """The speaker's chunks stored and acknowledged, none processed yet (the browser left right after sending)."""
     for seq, data in enumerate(SPEECH):
-        await store.insert_chunk(
-            NewChunk(
-                session_id=session.id,
-                speaker="candidate",
-                sequence_number=seq,
-                data=data,
-                digest=hashlib.sha256(data).hexdigest(),
-                mime_type="audio/wav",
-                starts_stream=True,
-                received_at=at + timedelta(seconds=2 * seq),
-            )
-        )
+        await store.insert_chunk(replace(chunk(session, seq, data), received_at=at + timedelta(seconds=2 * seq)))
 
 
 async def test_a_pass_abandons_the_idle_ends_the_overlong_and_leaves_the_rest(store: Store) -> None:
@@ -73,18 +61,8 @@ async def test_a_pass_abandons_the_idle_ends_the_overlong_and_leaves_the_rest(st
     idle = await make_session(store, tenant, at=T0)
     await store_speech(store, idle, T0)
     overlong = await make_session(store, tenant, at=T0 - timedelta(hours=5))
-    await store.insert_chunk(
-        NewChunk(
-            session_id=overlong.id,
-            speaker="interviewer",
-            sequence_number=0,
-            data=b"",
-            digest=hashlib.sha256(b"").hexdigest(),
-            mime_type=None,
-            starts_stream=False,
-            received_at=T0 + timedelta(minutes=19),
-        )
-    )
+    silence = replace(chunk(overlong, 0, b"", speaker="interviewer"), mime_type=None, starts_stream=False)
+    await store.insert_chunk(replace(silence, received_at=T0 + timedelta(minutes=19)))
     fresh = await make_session(store, tenant, at=T0 + timedelta(minutes=15))
     broadcaster = RecordingBroadcaster()
 
