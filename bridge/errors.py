@@ -10,7 +10,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ExceptionHandlersMap
 
-from shared.errors import BridgeError
+from shared.errors import BridgeError, ServedElsewhere
 
 log = logging.getLogger("bridge.errors")
 
@@ -28,14 +28,19 @@ _HTTP_CODES = {
 }
 
 
-def error_response(status: int, code: str, detail: str, retry_after: int | None = None) -> Response[Any]:
-    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
-    return Response({"error": code, "detail": detail}, status_code=status, headers=headers)
+def error_response(
+    status: int, code: str, detail: str, retry_after: int | None = None, headers: dict[str, str] | None = None
+) -> Response[Any]:
+    headers = dict(headers or {})
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
+    return Response({"error": code, "detail": detail}, status_code=status, headers=headers or None)
 
 
 def bridge_error_handler(_: Request[Any, Any, Any], exc: BridgeError) -> Response[Any]:
     retry = exc.retry_after if exc.retry_after is not None else (5 if exc.status_code in (429, 503) else None)
-    return error_response(exc.status_code, exc.code, exc.detail, retry)
+    headers = {"fly-replay": exc.fly_replay} if isinstance(exc, ServedElsewhere) else None
+    return error_response(exc.status_code, exc.code, exc.detail, retry, headers)
 
 
 def http_error_handler(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from datetime import date, datetime, timedelta
 from typing import Any, TypeVar
@@ -126,6 +127,9 @@ async def create_session(request: AnyRequest) -> dict[str, Any]:
         language=spec.language,
         metadata=spec.metadata,
     )
+    if services.machines is not None:
+        machine_id = await services.machines.start(session, request.headers.get("fly-region"))
+        session = dataclasses.replace(session, machine_id=machine_id)
     await services.store.create_session(session)
     token = services.tokens.issue(tenant_id, session.id, "session", session.created_at)
     return {"session": session.to_json(), "token": token, "realtime": realtime_info(request, services, session, token)}
@@ -216,6 +220,7 @@ async def viewer_token(request: AnyRequest, session_id: FromPath[str]) -> dict[s
 async def end_session(request: AnyRequest, session_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     session = await session_for(await principal_of(request), session_id, services.store, Action.WRITE)
+    services.serve_here(session, request.headers)
     ending = await services.end_session(session, SessionStatus.ENDED)
     return await session_with_sequences(services, ending.session)
 
@@ -238,6 +243,7 @@ async def writable_session(request: AnyRequest) -> tuple[Services, Principal, di
     body = await json_body(request)
     session = await session_for(principal, body_session_id(body), services.sessions, Action.WRITE)
     check_body_tenant(body, principal)
+    services.serve_here(session, request.headers)
     return services, principal, body, session
 
 

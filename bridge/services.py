@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -21,6 +21,8 @@ from functions.session_reaper.service import ReaperConfig, ReapSummary, reap
 from shared.broadcast.base import Broadcaster
 from shared.broadcast.local import LocalHub
 from shared.credentials import SessionTokens
+from shared.errors import ServedElsewhere
+from shared.interview_machines import InterviewMachines
 from shared.models import Session, SessionStatus, utcnow
 from shared.session_cache import SessionCache
 from shared.settings import Settings
@@ -64,6 +66,7 @@ class Services:
     hub: LocalHub | None = None
     user_tokens: SupabaseJwtVerifier | None = None
     limits: RateLimiter = field(default_factory=RateLimiter)
+    machines: InterviewMachines | None = None  # PER_INTERVIEW_MACHINES=on
     _background: set[asyncio.Task[object]] = field(default_factory=set)
     sessions: SessionCache = field(init=False)  # the per-chunk path's session reads
     closer: SessionCloser = field(init=False)  # how a session ends, for the route, the CLI and the reaper
@@ -112,7 +115,14 @@ class Services:
 
     async def reap(self) -> ReapSummary:
         """One reaper pass, now."""
-        return await reap(utcnow(), closer=self.closer, config=self.reaper, webhooks=self.webhooks)
+        return await reap(
+            utcnow(), closer=self.closer, config=self.reaper, webhooks=self.webhooks, machines=self.machines
+        )
+
+    def serve_here(self, session: Session, headers: Mapping[str, str]) -> None:
+        """Raise ServedElsewhere when the session's own machine should take this request."""
+        if self.machines is not None and (target := self.machines.replay_to(session, headers)) is not None:
+            raise ServedElsewhere(target)
 
     async def _reap_every(self, interval_s: float) -> None:
         """The server's own reaper: a pass every `interval_s`, the first one interval after start."""
@@ -156,6 +166,8 @@ class Services:
         await self.broadcaster.close()
         await self.transcriber.close()
         await self.store.close()
+        if self.machines is not None:
+            await self.machines.aclose()
         if self.user_tokens is not None:
             await self.user_tokens.aclose()
 
@@ -209,4 +221,9 @@ def build_services(
     )
     hub = broadcaster if isinstance(broadcaster, LocalHub) else None
     limits = RateLimiter(enabled=settings.rate_limits == "on")
-    return Services(settings, store, transcriber, broadcaster, tokens, auth, live, hub, user_tokens, limits)
+    machines = None
+    if settings.per_interview_machines == "on":
+        from shared.fly_machines import FlyMachines
+
+        machines = InterviewMachines(FlyMachines(settings.fly_api_token), settings)
+    return Services(settings, store, transcriber, broadcaster, tokens, auth, live, hub, user_tokens, limits, machines)

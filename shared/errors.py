@@ -94,3 +94,15 @@ class StoreConflict(BridgeError):
 
     status_code = 409
     code = "conflict"
+
+
+class ServedElsewhere(BridgeError):
+    """The session runs on a machine of its own: Fly's proxy replays the request there (`fly-replay`). A client
+    only sees this when no Fly proxy stands in front of the bridge."""
+
+    status_code = 409
+    code = "served_elsewhere"
+
+    def __init__(self, fly_replay: str) -> None:
+        super().__init__(f"this session is served by another machine ({fly_replay}); Fly's proxy replays it there")
+        self.fly_replay = fly_replay

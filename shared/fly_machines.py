@@ -12,6 +12,7 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -41,6 +42,7 @@ class Machine:
     region: str | None
     private_ip: str | None
     metadata: dict[str, str]
+    created_at: datetime | None = None
 
     @classmethod
     def from_json(cls, body: dict[str, Any]) -> Machine:
@@ -52,6 +54,7 @@ class Machine:
             region=body.get("region"),
             private_ip=body.get("private_ip"),
             metadata=dict(config.get("metadata") or {}),
+            created_at=_timestamp(body.get("created_at")),
         )
 
 
@@ -83,6 +86,11 @@ class FlyMachines:
                                                           "network": network}, ok=(201, 422))  # fmt: skip
         return response.status_code == 201
 
+    async def list_apps(self, org_slug: str) -> list[str]:
+        """The names of the organisation's apps."""
+        response = await self._send("GET", "/apps", params={"org_slug": org_slug})
+        return [app["name"] for app in response.json().get("apps") or []]
+
     async def create_machine(
         self,
         app: str,
@@ -90,13 +98,16 @@ class FlyMachines:
         name: str,
         image: str,
         session_id: str,
+        metadata: dict[str, str] | None = None,
         region: str | None = None,
         env: dict[str, str] | None = None,
+        services: list[dict[str, object]] | None = None,
         cpus: int = 2,
         memory_mb: int = 4096,
         cpu_kind: str = "performance",
     ) -> Machine:
-        """Start a machine for one session, destroyed when it stops; idempotent by `name`."""
+        """Start a machine for one session, destroyed when it stops; idempotent by `name`. `metadata` is kept
+        beside `session_id` (the bridge adds `tenant_id`)."""
         body: dict[str, Any] = {
             "name": name,
             "config": {
@@ -105,9 +116,11 @@ class FlyMachines:
                 "guest": {"cpu_kind": cpu_kind, "cpus": cpus, "memory_mb": memory_mb},
                 "auto_destroy": True,
                 "restart": {"policy": "no"},
-                "metadata": {"session_id": session_id},
+                "metadata": {**(metadata or {}), "session_id": session_id},
             },
         }
+        if services is not None:
+            body["config"]["services"] = services
         if region is not None:
             body["region"] = region
         for _ in range(MAX_ATTEMPTS):
@@ -191,6 +204,16 @@ class FlyMachines:
             http_status=response.status_code,
             kind=kind,
         )
+
+
+def _timestamp(value: object) -> datetime | None:
+    """Fly's RFC 3339 times (`2024-01-01T12:00:00Z`); None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
 
 
 def _retry_after(response: httpx.Response) -> float:

@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     engine_retry_s: float = 5.0
     live_concurrency: int | None = Field(default=None, ge=1)  # speaker runs at once; unset: by engine
 
+    per_interview_machines: OnOff = "off"  # on: every session gets a Fly machine of its own (shared/interview_machines)
+    fly_api_token: str | None = None
+    fly_org: str = "personal"
+    fly_image: str | None = None  # the interview machines' image; unset: FLY_IMAGE_REF, this machine's own
+    fly_image_ref: str | None = None  # set by Fly inside a machine
+    fly_app_name: str | None = None  # set by Fly inside a machine: the shared app, and the tenant apps' prefix
+    fly_machine_id: str | None = None  # set by Fly inside a machine
+    interview_machine_region: str | None = None  # unset: the region of the request (Fly-Region)
+    interview_machine_size: str = "performance-2x"  # cpu_kind-cpus, e.g. shared-1x, performance-2x
+    interview_machine_memory_mb: int = Field(default=4096, ge=256)
+
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:

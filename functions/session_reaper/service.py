@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 
 from functions.session_end import SessionCloser
+from shared.interview_machines import InterviewMachines, should_destroy
 from shared.models import Session, SessionStatus, StuckChunk
 from shared.store.base import FIRST_DELIVERY_AFTER_S
 from shared.webhook.sender import WebhookSender
@@ -61,7 +62,12 @@ def closing_status(session: Session, idle_before: datetime) -> SessionStatus:
 
 
 async def reap(
-    now: datetime, *, closer: SessionCloser, config: ReaperConfig, webhooks: WebhookSender | None = None
+    now: datetime,
+    *,
+    closer: SessionCloser,
+    config: ReaperConfig,
+    webhooks: WebhookSender | None = None,
+    machines: InterviewMachines | None = None,
 ) -> ReapSummary:
     """One pass at `now` (read once, by the caller, when the pass starts); nothing when another pass, in this
     process or any other on the same database, holds the reaper lease."""
@@ -70,18 +76,24 @@ async def reap(
         log.info("another reaper pass is running; this one skips")
         return ReapSummary()
     try:
-        return await _pass(now, closer, config, webhooks)
+        return await _pass(now, closer, config, webhooks, machines)
     finally:
         await closer.store.release_reaper_pass(owner)
 
 
 async def _pass(
-    now: datetime, closer: SessionCloser, config: ReaperConfig, webhooks: WebhookSender | None
+    now: datetime,
+    closer: SessionCloser,
+    config: ReaperConfig,
+    webhooks: WebhookSender | None,
+    machines: InterviewMachines | None,
 ) -> ReapSummary:
     summary = ReapSummary()
     closed = await close_stale_sessions(now, closer, config, summary)
     await retry_stuck_audio(now, closer, config, summary)
     await apply_retention(now, closer, config, summary)
+    if machines is not None:
+        summary.machines_destroyed += await destroy_finished_machines(now, closer, machines)
     if webhooks is not None:
         first_due = now + timedelta(seconds=FIRST_DELIVERY_AFTER_S)
         for session_id in closed:  # this pass closed and flushed them: their transcripts go now
@@ -147,6 +159,31 @@ async def retry_stuck_audio(now: datetime, closer: SessionCloser, config: Reaper
             due = now + timedelta(seconds=config.retry_base_s * 2 ** (tries - 1))
             await store.record_chunk_attempt(session_id, speaker, [c.sequence_number for c in trying], due)
             summary.retried += len(trying)
+
+
+async def destroy_finished_machines(now: datetime, closer: SessionCloser, machines: InterviewMachines) -> int:
+    """Destroy the interview machines whose session is closed, unknown or records another machine; how many.
+    A Fly error leaves the rest for the next pass."""
+    destroyed = 0
+    try:
+        found = await machines.running()
+    except Exception:
+        log.exception("listing interview machines failed; the next pass tries again")
+        return 0
+    for item in found:
+        session_id = item.machine.metadata.get("session_id")
+        if session_id is None:  # not an interview machine
+            continue
+        session = await closer.store.get_session(session_id, item.machine.metadata.get("tenant_id"))
+        if not should_destroy(item.machine, session, now):
+            continue
+        try:
+            await machines.destroy(item)
+        except Exception:
+            log.exception("destroying machine %s of session %s failed", item.machine.id, session_id)
+            continue
+        destroyed += 1
+    return destroyed
 
 
 async def apply_retention(now: datetime, closer: SessionCloser, config: ReaperConfig, summary: ReapSummary) -> None:
