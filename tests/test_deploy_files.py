@@ -136,3 +136,20 @@ def test_the_reaper_machine_command_repeats_passes_until_sigterm(tmp_path: Path)
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_readme_deploy_section_covers_each_step_with_real_setting_names() -> None:
+    """The README's Deploy section walks through launch, secrets, deploy, migrations, regions, the reaper and
+    per-interview mode, and every variable it tells a user to set is one the bridge reads (or a build argument of the Dockerfile)."""
+    from shared.settings import Settings
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    deploy = readme[readme.index("## Deploy on Fly.io") :]
+    deploy = deploy[: deploy.find("\n## ", 1) if "\n## " in deploy[1:] else len(deploy)]
+    for step in ("fly launch --no-deploy", "fly secrets set", "fly deploy", "db migrate", "supabase db push",
+                 "fly scale count app=", "reaper", "PER_INTERVIEW_MACHINES=on", "machines_destroyed"):  # fmt: skip
+        assert step in deploy, step
+    named = set(re.findall(r"\b([A-Z][A-Z0-9_]{3,})=", deploy))
+    build_args = set(re.findall(r"^ARG (\w+)", (REPO / "Dockerfile").read_text(encoding="utf-8"), re.M))
+    known = {name.upper() for name in Settings.model_fields} | build_args
+    assert named and named <= known, named - known
