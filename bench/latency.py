@@ -9,6 +9,7 @@ of speech to the first partial of it; and how many chunks that extended an open 
 partial through them. Real time: each interview takes as long as it lasts.
 
     .venv/bin/python bench/latency.py [--data ../shared/data] [--interviews 2] [--engine local] [--chunk-seconds 2]
+                                      [--at-once]   # all interviews concurrently: how many one process carries
 """
 
 from __future__ import annotations
@@ -139,8 +140,12 @@ async def main() -> None:
     parser.add_argument("--interviews", type=int, default=2)
     parser.add_argument("--engine", default="local")
     parser.add_argument("--chunk-seconds", type=float, default=2.0)
+    parser.add_argument(
+        "--at-once", action="store_true", help="run the interviews concurrently (a capacity check), not one by one"
+    )
     args = parser.parse_args()
-    folders = sorted((args.data / "synthetic").glob("interview_*"))[: args.interviews]
+    found_folders = sorted((args.data / "synthetic").glob("interview_*"))
+    folders = [found_folders[i % len(found_folders)] for i in range(args.interviews)]  # reused past the six
     with tempfile.TemporaryDirectory() as scratch:
         settings = Settings(
             _env_file=None, data_dir=Path(scratch), store="sqlite", stt_engine=args.engine, rate_limits="off"
@@ -152,8 +157,12 @@ async def main() -> None:
         tenant = Tenant(id=str(uuid.uuid4()), name="latency", created_at=utcnow())
         await services.store.create_tenant(tenant, hash_api_key(new_api_key()))
         total = Latencies()
-        for folder in folders:
-            found = await one_interview(services, hub, tenant, folder, args.chunk_seconds)
+        if args.at_once:
+            runs = [one_interview(services, hub, tenant, folder, args.chunk_seconds) for folder in folders]
+            results = list(zip(folders, await asyncio.gather(*runs), strict=True))
+        else:
+            results = [(f, await one_interview(services, hub, tenant, f, args.chunk_seconds)) for f in folders]
+        for folder, found in results:
             print(f"{folder.name}: {len(found.finals)} entries")
             total.add(found)
         await services.close()
