@@ -10,6 +10,7 @@ from typing import Any
 from litestar import Litestar
 from litestar.config.cors import CORSConfig
 
+from bridge.demo import DEMO_ROUTES, DemoTenant
 from bridge.errors import EXCEPTION_HANDLERS
 from bridge.realtime.redact import install_log_redaction
 from bridge.realtime.routes import realtime_handlers
@@ -46,7 +47,7 @@ def app_for(services: Services) -> Litestar:
         finally:
             await services.close()
 
-    handlers: list[Any] = list(ROUTES)
+    handlers: list[Any] = [*ROUTES, *DEMO_ROUTES]
     if services.hub is not None:
         authorizer = SessionTopicAuthorizer(services.auth, services.store)
         handlers.extend(realtime_handlers(services.hub, authorizer, max_body_bytes=settings.max_body_bytes))
@@ -68,5 +69,6 @@ def app_for(services: Services) -> Litestar:
         logging_config=None,
     )
     app.state.services = services
+    app.state.demo_tenant = DemoTenant()
     logging.getLogger("bridge").setLevel(logging.INFO)
     return app

@@ -8,6 +8,8 @@ import contextlib
 import json
 import logging
 import os
+import shlex
+import shutil
 import sys
 import tempfile
 import uuid
@@ -117,12 +119,8 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     check_workers(settings)
-    url = f"http://{settings.host}:{settings.port}"
-    print(f"interview-bridge listening on {url}  (health: {url}/health)", file=sys.stderr)
-    print(
-        f"get a tenant key: interview-bridge tenant create NAME --data-dir {settings.data_dir}",
-        file=sys.stderr,
-    )
+    for line in start_up_lines(settings):
+        print(line, file=sys.stderr)
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -144,6 +142,47 @@ def serve(args: argparse.Namespace) -> int:
     os.environ.update(worker_environment(settings))
     uvicorn.run("bridge.app:create_app", factory=True, workers=settings.workers, **options)
     return 0
+
+
+def start_up_lines(settings: Settings) -> list[str]:
+    """What `serve` tells whoever started it: where it listens, the demo page, the API schema, how to get a key."""
+    url = browser_url(settings.host, settings.port)
+    create = f"{own_command()} tenant create NAME"
+    if settings.resolved_store() == "sqlite":
+        create += f" --data-dir {shlex.quote(str(settings.data_dir))}"
+    return [
+        f"interview-bridge listening on {settings.host}:{settings.port}  (health: {url}/health)",
+        f"demo page: {url}/",
+        f"API schema: {url}/schema  (JSON: {url}/schema/openapi.json)",
+        f"get a tenant key: {create}",
+    ]
+
+
+def browser_url(host: str, port: int) -> str:
+    """The base URL a browser on this machine opens: a wildcard listening address is not one to visit."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def own_command() -> str:
+    """How to run this same `interview-bridge` from the current directory: its path relative to it when it lives
+    below it (`.venv/bin/interview-bridge` after the README's install), the bare name when PATH finds this one,
+    else its full path."""
+    script = Path(sys.argv[0])
+    folder = (script.parent if script.name == "interview-bridge" else Path(sys.executable).parent).resolve()
+    executable = folder / "interview-bridge"
+    if not executable.exists():
+        return "interview-bridge"
+    with contextlib.suppress(ValueError, OSError):  # not below it, or no current directory any more
+        below = executable.relative_to(Path.cwd().resolve())
+        return shlex.quote(str(below) if len(below.parts) > 1 else f"./{below}")
+    found = shutil.which("interview-bridge")
+    if found and Path(found).resolve() == executable.resolve():
+        return "interview-bridge"
+    return shlex.quote(str(executable))
 
 
 def exit_zero_after_shutdown() -> None:

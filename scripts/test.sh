@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs everything the tests need on a fresh machine, then runs the checks and pytest.
-# System packages (Debian): pgbouncer for the pooler tests, nodejs/npm for supabase-js. Python packages into .venv,
+# System packages (Debian): pgbouncer for the pooler tests, nodejs/npm for supabase-js, chromium for the browser
+# tests (driven by playwright-core from npm, no browser download). Python packages into .venv,
 # npm packages into node_modules. (The fixture scripts also need espeak-ng, sox, ffmpeg and chromium; the tests
 # use the committed fixtures.)
 set -euo pipefail
@@ -9,7 +10,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n== %s (%s)\n' "$1" "$(date +%T)"; }
 
 need_apt=()
-for cmd in pgbouncer:pgbouncer node:nodejs npm:npm; do
+for cmd in pgbouncer:pgbouncer node:nodejs npm:npm chromium:chromium; do
   command -v "${cmd%%:*}" >/dev/null 2>&1 || [ -x "/usr/sbin/${cmd%%:*}" ] || need_apt+=("${cmd#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

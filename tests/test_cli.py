@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from bridge.cli import main
+from bridge.cli import main, start_up_lines
+from shared.settings import Settings
 from shared.store.sqlite import SQLiteStore
 from tests.helpers import FIXTURES
 
@@ -133,3 +136,40 @@ def test_tenant_key_is_stored_only_as_a_hash(tmp_path: Path, capsys: pytest.Capt
         (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
     assert stored == hashlib.sha256(api_key.encode()).hexdigest()
     assert mode == "wal"
+
+
+def fake_install(folder: Path) -> Path:
+    """An `interview-bridge` executable in `folder`, as pip's console script would be."""
+    folder.mkdir(parents=True)
+    executable = folder / "interview-bridge"
+    executable.write_text("#!/bin/sh\n", encoding="utf-8")
+    executable.chmod(0o755)
+    return executable
+
+
+def test_serve_names_the_demo_page_and_the_key_command_of_the_readme_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
+) -> None:
+    """Run from `.venv/bin/` below the current directory, `serve` tells how to create a key with that prefix and
+    the same data dir, and sends a browser to 127.0.0.1 when it listens on every address."""
+    monkeypatch.setattr(sys, "argv", [str(fake_install(tmp_path / ".venv" / "bin")), "serve"])
+    monkeypatch.chdir(tmp_path)
+    lines = start_up_lines(make_settings(host="0.0.0.0", port=9000, data_dir=Path("my data")))
+    assert "demo page: http://127.0.0.1:9000/" in lines
+    assert "get a tenant key: .venv/bin/interview-bridge tenant create NAME --data-dir 'my data'" in lines
+
+
+def test_serve_key_command_is_the_bare_name_on_path_else_the_full_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_settings: Callable[..., Settings]
+) -> None:
+    """Installed outside the current directory, the key command is `interview-bridge` when PATH finds this very
+    executable and its full path when it does not; a Postgres store needs no `--data-dir`."""
+    executable = fake_install(tmp_path / "elsewhere" / "bin")
+    monkeypatch.setattr(sys, "argv", [str(executable), "serve"])
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    monkeypatch.setenv("PATH", f"{executable.parent}:/usr/bin:/bin")
+    settings = make_settings(store="postgres", database_url="postgresql://127.0.0.1/nothing")
+    assert "get a tenant key: interview-bridge tenant create NAME" in start_up_lines(settings)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert f"get a tenant key: {executable} tenant create NAME" in start_up_lines(settings)
