@@ -36,7 +36,7 @@ AnyRequest = Request[Any, Any, Any]
 
 
 def is_loopback(host: str | None) -> bool:
-    if host in ("localhost", "testclient"):  # Litestar's test client calls itself "testclient"
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host or "").is_loopback

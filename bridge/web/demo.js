@@ -111,8 +111,8 @@ async function tenantKey () {
   return (await response.json()).api_key
 }
 
-async function startInterview (event) {
-  event.preventDefault()
+/** A new session; false (and the reason on screen) when none could be made. */
+async function startSession () {
   try {
     const key = await tenantKey()
     if (!key) throw new Error('paste a tenant API key first')
@@ -122,10 +122,16 @@ async function startInterview (event) {
     }
     sessionStorage.setItem(SAVED, JSON.stringify(session))
     await open(session)
-    say('Ready: choose a speaker and press Record.')
+    return true
   } catch (error) {
     say(`Could not start: ${error.message}`)
+    return false
   }
+}
+
+async function startInterview (event) {
+  event.preventDefault()
+  if (await startSession()) say('Ready: choose a speaker and press Record.')
 }
 
 async function viewerLink (session) {
@@ -143,6 +149,7 @@ async function open (session) {
   $('#session-info').hidden = false
   $('#session-id').textContent = session.sessionId
   $('#recorder').hidden = Boolean(session.viewer)
+  $('#end').disabled = false
   await follow(session)
   if (!session.viewer) $('#viewer-link').href = await viewerLink(session)
   else $('#viewer-link').parentElement.hidden = true
@@ -176,6 +183,7 @@ async function toggleRecording () {
     say('Stopped; every chunk is stored.')
     return
   }
+  if (!current && !(await startSession())) return // Record alone starts an interview too
   client = new InterviewClient({
     sessionId: current.sessionId, token: current.token, speaker: $('#speaker').value.trim() || 'candidate',
     mode: $('#mode').value

@@ -17,6 +17,8 @@ export interface ClientOptions {
   /** the longest wait between retries; default 8000 */
   maxDelayMs?: number
   fetch?: typeof fetch
+  /** how retries wait; default setTimeout */
+  sleep?: (ms: number) => Promise<void>
 }
 
 export interface Line {
@@ -42,6 +44,9 @@ export interface InterviewClientEvents {
   retry: CustomEvent<RetryDetail>
   state: CustomEvent<StateDetail>
   level: CustomEvent<LevelDetail>
+  partial: CustomEvent<Line>
+  final: CustomEvent<Line>
+  session_status: CustomEvent<{ status: string }>
 }
 
 export const WAV_RATE: 16000
@@ -70,6 +75,11 @@ export class InterviewClient extends EventTarget {
   stop (): Promise<void>
   drain (): Promise<void>
   resumeAt (): Promise<number>
+  /** queue a chunk of your own capture; sent in order with the next sequence number */
+  send (data: Uint8Array, mimeType: string): void
+  /** follow the session's lines as `partial`, `final` and `session_status` events */
+  watch (supabase: unknown, topic: string): Promise<void>
+  unwatch (): Promise<void>
   addEventListener<K extends keyof InterviewClientEvents> (
     type: K, listener: (event: InterviewClientEvents[K]) => void, options?: boolean | AddEventListenerOptions
   ): void

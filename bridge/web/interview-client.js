@@ -23,6 +23,7 @@
  * @property {number} [chunkMs]  default 2000
  * @property {number} [maxDelayMs]  the longest wait between retries; default 8000
  * @property {typeof fetch} [fetch]
+ * @property {(ms: number) => Promise<void>} [sleep]  how retries wait (tests pass a fake clock)
  */
 
 /**
@@ -57,7 +58,8 @@ export function defaultMode () {
 /**
  * One speaker's microphone, sent to the bridge. Events (CustomEvent, data in `detail`):
  * `sent` {sequence, status}, `retry` {sequence, attempt, delayMs, reason}, `rejected` {sequence, status, error},
- * `state` {recording, queued}, `level` {peakDb, state}.
+ * `state` {recording, queued}, `level` {peakDb, state}; after `watch()`: `partial` and `final` (a Line) and
+ * `session_status` {status}.
  */
 export class InterviewClient extends EventTarget {
   /** @param {ClientOptions} options */
@@ -72,6 +74,7 @@ export class InterviewClient extends EventTarget {
     this.chunkMs = options.chunkMs ?? 2000
     this.maxDelayMs = options.maxDelayMs ?? 8000
     this._fetch = options.fetch ?? globalThis.fetch.bind(globalThis)
+    this._sleep = options.sleep ?? sleep
     /** @type {{sequence: number, data: Uint8Array, mimeType: string}[]} */
     this._queue = []
     this._nextSequence = 0
@@ -133,6 +136,31 @@ export class InterviewClient extends EventTarget {
     return session.next_sequence?.[this.speaker] ?? 0
   }
 
+  /**
+   * Queue one chunk of your own capture (bytes of `mimeType`); it is sent in order with the next sequence number.
+   * @param {Uint8Array} data
+   * @param {string} mimeType
+   */
+  send (data, mimeType) {
+    this._enqueue(data, mimeType)
+  }
+
+  /**
+   * Follow the session's lines through Realtime as this client's `partial`, `final` and `session_status` events.
+   * @param {any} supabase  a supabase-js client
+   * @param {string} topic  `realtime.topic` from POST /sessions
+   */
+  async watch (supabase, topic) {
+    this._unwatch = await watchTranscript(supabase, topic, (line) => this._emit(line.final ? 'final' : 'partial', line),
+      (status) => this._emit('session_status', { status }))
+  }
+
+  /** Stop following the session's lines. */
+  async unwatch () {
+    await this._unwatch?.()
+    this._unwatch = null
+  }
+
   _enqueue (data, mimeType) {
     if (data.byteLength === 0) return // Safari emits empty blobs: nothing to send, no number used
     this._queue.push({ sequence: this._nextSequence++, data, mimeType })
@@ -189,7 +217,7 @@ export class InterviewClient extends EventTarget {
         reason = String(error?.message ?? error) // offline, connection reset: the chunk may or may not be stored
       }
       this._emit('retry', { sequence: chunk.sequence, attempt, delayMs, reason })
-      await sleep(delayMs)
+      await this._sleep(delayMs)
     }
   }
 

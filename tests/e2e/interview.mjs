@@ -1,8 +1,10 @@
 // Drives the demo page in a real headless Chromium whose fake microphone plays a WAV file, and prints one JSON
 // line with what the page showed. The pytest side (tests/e2e/test_browser.py) starts the bridge and checks it.
 //
-// node tests/e2e/interview.mjs --url=http://127.0.0.1:PORT --audio=speech.wav --seconds=14
+// node tests/e2e/interview.mjs --url=http://127.0.0.1:PORT --audio=speech.wav --seconds=14 [--record-only=1]
 //      [--mode=media-recorder|wav] [--drop-at=S --drop-for=S] [--reload-at=S] [--viewer=1] [--screenshot=PATH]
+//      [--export=text|vtt|srt]
+// With --record-only=1 the page's #record is the only thing pressed to start (no key, no Start button).
 import { chromium } from 'playwright-core'
 
 const args = {}
@@ -26,7 +28,7 @@ const browser = await chromium.launch({
 let page = null
 const result = { finals: [], viewer_finals: [], retries: 0, failed_requests: 0, statuses: [] }
 try {
-  const context = await browser.newContext({ viewport: { width: 900, height: 800 } })
+  const context = await browser.newContext({ viewport: { width: 900, height: 800 }, acceptDownloads: true })
   page = await context.newPage()
   page.on('console', (message) => log.push(`page ${message.type()}: ${message.text()}`))
   page.on('pageerror', (error) => log.push(`page error: ${error.message}`))
@@ -34,21 +36,12 @@ try {
     if (request.url().includes('process-audio')) result.failed_requests++
   })
   await page.goto(args.url)
-  await page.click('#start')
-  await page.waitForSelector('#session-info:not([hidden])', { timeout: 15000 })
-  result.session_id = (await page.textContent('#session-id')).trim()
-  result.token = await page.evaluate(() => JSON.parse(sessionStorage.getItem('interview-bridge:session')).token)
-
-  let viewer = null
-  if (args.viewer === '1') {
-    const href = await page.getAttribute('#viewer-link', 'href')
-    viewer = await context.newPage()
-    viewer.on('pageerror', (error) => log.push(`viewer error: ${error.message}`))
-    await viewer.goto(href)
-    await viewer.waitForFunction(() => document.querySelector('#status').textContent.includes('Viewing live'))
-    result.viewer_recorder_hidden = await viewer.isHidden('#recorder')
+  await page.waitForFunction(() => !document.querySelector('#status').textContent.startsWith('Loading'), null,
+    { polling: 100 })
+  if (args['record-only'] !== '1') { // else #record alone starts the interview
+    await page.click('#start')
+    await page.waitForSelector('#session-info:not([hidden])', { timeout: 15000 })
   }
-
   if (args.mode) await page.selectOption('#mode', args.mode)
   result.mode = await page.inputValue('#mode')
   const record = async () => {
@@ -58,6 +51,18 @@ try {
   await record()
   const started = Date.now()
   const at = (s) => sleep(Math.max(0, started + s * 1000 - Date.now()))
+  result.session_id = (await page.textContent('#session-id')).trim()
+
+  let viewer = null
+  if (args.viewer === '1') {
+    const href = await page.getAttribute('#viewer-link', 'href')
+    viewer = await context.newPage()
+    viewer.on('pageerror', (error) => log.push(`viewer error: ${error.message}`))
+    await viewer.goto(href)
+    await viewer.waitForFunction(() => document.querySelector('#status').textContent.includes('Viewing live'), null,
+      { timeout: 15000, polling: 250 })
+    result.viewer_recorder_hidden = await viewer.isHidden('#recorder')
+  }
 
   const events = []
   if (args['drop-at']) events.push([Number(args['drop-at']), 'drop'])
@@ -65,6 +70,7 @@ try {
   events.sort((a, b) => a[0] - b[0])
   for (const [when, what] of events) {
     await at(when)
+    result.level_during_speech = result.level_during_speech ?? await page.getAttribute('#level-state', 'data-state')
     if (what === 'drop') {
       await page.route('**/functions/v1/process-audio', (route) => route.abort('internetdisconnected'))
       await sleep(Number(args['drop-for'] ?? 4) * 1000)
@@ -97,6 +103,13 @@ try {
     result.viewer_finals = await viewer.$$eval('#transcript li[data-final] .text', (items) => items.map((i) => i.textContent))
   }
   result.retries = Number(await page.getAttribute('body', 'data-retries') ?? 0)
+  if (args.export) { // the page's export button, as a person would download it
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click(`#exports button[data-format="${args.export}"]`)])
+    result.export_name = download.suggestedFilename()
+    const chunks = []
+    for await (const chunk of await download.createReadStream()) chunks.push(chunk)
+    result.export_text = Buffer.concat(chunks).toString('utf8')
+  }
   if (args.screenshot) await page.screenshot({ path: args.screenshot, fullPage: true })
 } catch (error) {
   result.error = String(error?.stack ?? error)

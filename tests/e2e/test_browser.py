@@ -117,9 +117,11 @@ def assert_nothing_lost(bridge: Bridge, result: dict[str, Any], seconds: int = R
 def test_spoken_words_appear_as_final_lines_for_the_speaker_and_a_viewer_through_a_network_drop(
     bridge: Bridge, mode: str
 ) -> None:
-    """Pressing #record with no key on a loopback bridge puts the microphone's words under #transcript
-    [data-final], a viewer tab shows the same lines, and a 4 s network drop loses no audio."""
-    result = drive(bridge, f"--mode={mode}", "--viewer=1", "--drop-at=3", "--drop-for=4")
+    """Opening / on a loopback bridge and pressing #record alone (no key, no other button) puts the microphone's
+    words under #transcript [data-final], a viewer tab shows the same lines, and a 4 s network drop loses none."""
+    export = {"media-recorder": "vtt", "wav": "srt"}[mode]
+    result = drive(bridge, f"--mode={mode}", "--record-only=1", "--viewer=1", "--drop-at=3", "--drop-for=4",
+                   f"--export={export}")  # fmt: skip
     assert result["mode"] == mode
     assert result["failed_requests"] > 0 and result["retries"] > 0  # the drop really failed sends
     assert "Network trouble" in result["status_during_drop"]
@@ -130,6 +132,10 @@ def test_spoken_words_appear_as_final_lines_for_the_speaker_and_a_viewer_through
     for word in ("engineer", "door", "outside", "poison", "cried"):
         assert word in text, text
     assert_nothing_lost(bridge, result)
+    assert (result["level_during_speech"], result["level_state"]) == ("ok", "silent")  # the meter follows the mic
+    assert result["export_name"].endswith(f".{export}")
+    assert result["export_text"].startswith("WEBVTT" if export == "vtt" else "1\n")
+    assert all(line in result["export_text"] for line in result["finals"])
     page_errors, whole_errors = score(bridge, result["finals"], mode)
     assert page_errors <= max(1.2 * whole_errors, whole_errors + 1)  # one word of slack on a 21-word file
 
