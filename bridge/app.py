@@ -17,6 +17,7 @@ from bridge.realtime.routes import realtime_handlers
 from bridge.realtime_access import SessionTopicAuthorizer
 from bridge.routes import ROUTES
 from bridge.services import Services, build_services
+from bridge.stream_socket import stream_socket
 from shared.broadcast.base import Broadcaster
 from shared.settings import Settings
 from shared.store.base import Store
@@ -47,7 +48,7 @@ def app_for(services: Services) -> Litestar:
         finally:
             await services.close()
 
-    handlers: list[Any] = [*ROUTES, *DEMO_ROUTES]
+    handlers: list[Any] = [*ROUTES, *DEMO_ROUTES, stream_socket]
     if services.hub is not None:
         authorizer = SessionTopicAuthorizer(services.auth, services.store)
         handlers.extend(realtime_handlers(services.hub, authorizer, max_body_bytes=settings.max_body_bytes))

@@ -81,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = db_commands.add_parser("migrate", help="apply pending migrations")
     _add_data_dir(migrate)
 
+    stream = commands.add_parser(
+        "stream", help="stream a file through the streaming socket at real-time pace; print lines as they come"
+    )
+    stream.add_argument("file")
+    stream.add_argument("--session", required=True, help="the session id")
+    stream.add_argument("--speaker", required=True)
+    stream.add_argument("--token", default=os.environ.get("SESSION_TOKEN"), help="session token (or $SESSION_TOKEN)")
+    stream.add_argument("--url", default=None, help="the bridge (default: this bridge's local address)")
+    stream.add_argument("--frame-ms", type=int, default=250, help="audio per frame, 100-500 ms")
+    stream.add_argument("--pace", type=float, default=1.0, help="times real time; 0: as fast as acks allow")
+
     tail = commands.add_parser("tail", help="follow a live transcript through Realtime")
     tail.add_argument("session_id")
     tail.add_argument("--url", default=None, help="bridge or Supabase URL (default: this bridge's local address)")
@@ -106,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(db_migrate(args))
         if args.command == "reap":
             return asyncio.run(reap_once(args))
+        if args.command == "stream":
+            return asyncio.run(stream_file(args))
         return asyncio.run(tail(args))
     except ConfigurationError as exc:
         print(f"interview-bridge: {exc}", file=sys.stderr)
@@ -350,6 +363,39 @@ async def transcribe(args: argparse.Namespace) -> int:
         finally:
             await services.close()
     return 1 if failed else 0
+
+
+async def stream_file(args: argparse.Namespace) -> int:
+    """Entries on stdout as `speaker: text` the moment they arrive; partials, reconnects and a summary on stderr."""
+    from bridge.stream_client import StreamRefused, pcm_frames, socket_url, stream_frames
+
+    if not args.token:
+        print("interview-bridge stream: give --token (or SESSION_TOKEN)", file=sys.stderr)
+        return 2
+    settings = Settings()
+    base = args.url or settings.public_url or f"http://{settings.host}:{settings.port}"
+    url = socket_url(base, args.session, args.speaker, args.token, "audio/pcm;rate=16000")
+
+    def show(message: dict[str, Any]) -> None:
+        if message.get("type") == "entry":
+            print(f"{message['entry']['speaker']}: {message['entry']['text']}", flush=True)
+        elif message.get("type") == "partial":
+            print(f"... {message['text']}", file=sys.stderr, flush=True)
+
+    frames = pcm_frames(Path(args.file), args.frame_ms)
+    try:
+        run = await stream_frames(url, frames, frame_s=args.frame_ms / 1000, pace=args.pace or None, on_message=show)
+    except StreamRefused as exc:
+        print(f"interview-bridge stream: refused: {exc}", file=sys.stderr)
+        return 1
+    summary = {
+        "frames": len(frames),
+        "acked": len(run.acked),
+        "entries": len(run.entries),
+        "reconnects": run.reconnects,
+    }
+    print(json.dumps(summary), file=sys.stderr)
+    return 0
 
 
 async def tail(args: argparse.Namespace) -> int:

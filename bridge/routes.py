@@ -267,7 +267,7 @@ async def transcript_bridge_route(request: AnyRequest) -> dict[str, Any]:
     services, _, body, session = await writable_session(request)
     entry_request = validated(TranscriptBridgeRequest, body)
     closing(services, session)
-    result = await transcript_bridge(entry_request, session, store=services.store, broadcaster=services.broadcaster)
+    result = await transcript_bridge(entry_request, session, store=services.store, broadcaster=services.tap)
     return {"status": result.status, "entry": result.entry.to_json()}
 
 

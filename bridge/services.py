@@ -20,6 +20,7 @@ from functions.session_end import Ending, SessionCloser
 from functions.session_reaper.service import ReaperConfig, ReapSummary, reap
 from shared.broadcast.base import Broadcaster
 from shared.broadcast.local import LocalHub
+from shared.broadcast.tap import BroadcastTap
 from shared.credentials import SessionTokens
 from shared.errors import ServedElsewhere
 from shared.interview_machines import InterviewMachines
@@ -67,6 +68,7 @@ class Services:
     user_tokens: SupabaseJwtVerifier | None = None
     limits: RateLimiter = field(default_factory=RateLimiter)
     machines: InterviewMachines | None = None  # PER_INTERVIEW_MACHINES=on
+    tap: BroadcastTap = field(init=False)  # what the live path broadcasts through, for the streaming socket
     _background: set[asyncio.Task[object]] = field(default_factory=set)
     sessions: SessionCache = field(init=False)  # the per-chunk path's session reads
     closer: SessionCloser = field(init=False)  # how a session ends, for the route, the CLI and the reaper
@@ -74,8 +76,11 @@ class Services:
     reaper: ReaperConfig = field(init=False)  # the reaper's rules, from settings
 
     def __post_init__(self) -> None:
+        self.tap = (
+            self.live.broadcaster if isinstance(self.live.broadcaster, BroadcastTap) else BroadcastTap(self.broadcaster)
+        )
         self.sessions = SessionCache(self.store)
-        self.closer = SessionCloser(self.store, self.live, self.broadcaster, self.sessions)
+        self.closer = SessionCloser(self.store, self.live, self.tap, self.sessions)
         self.webhooks = WebhookSender(self.store, allow_private=self.settings.webhook_allow_private == "on")
         self.reaper = ReaperConfig(
             idle_timeout_s=self.settings.session_idle_timeout,
@@ -211,7 +216,7 @@ def build_services(
     live = LivePath(
         store,
         transcriber,
-        broadcaster,
+        BroadcastTap(broadcaster),
         config=LiveConfig(
             gap_timeout_s=settings.gap_timeout_s,
             partials=partials,

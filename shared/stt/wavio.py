@@ -9,7 +9,7 @@ import numpy as np
 
 from shared.stt.base import SAMPLE_RATE, Pcm
 
-__all__ = ["pcm_from_wav_bytes", "wav_bytes"]
+__all__ = ["pcm_from_wav_bytes", "wav_bytes", "wav_header"]
 
 
 def wav_bytes(pcm: Pcm, sample_rate: int = SAMPLE_RATE) -> bytes:
@@ -23,6 +23,17 @@ def wav_bytes(pcm: Pcm, sample_rate: int = SAMPLE_RATE) -> bytes:
         out.setframerate(sample_rate)
         out.writeframes(ints.tobytes())
     return buffer.getvalue()
+
+
+def wav_header(sample_rate: int, data_bytes: int) -> bytes:
+    """The 44-byte header of a 16-bit mono PCM WAV holding `data_bytes` of samples (raw s16le frames become WAV)."""
+    return (
+        b"RIFF" + (36 + data_bytes).to_bytes(4, "little") + b"WAVEfmt "
+        + (16).to_bytes(4, "little") + (1).to_bytes(2, "little") + (1).to_bytes(2, "little")
+        + sample_rate.to_bytes(4, "little") + (2 * sample_rate).to_bytes(4, "little")
+        + (2).to_bytes(2, "little") + (16).to_bytes(2, "little")
+        + b"data" + data_bytes.to_bytes(4, "little")
+    )  # fmt: skip
 
 
 def pcm_from_wav_bytes(data: bytes) -> tuple[Pcm, int]:
