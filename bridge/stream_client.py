@@ -8,6 +8,7 @@ says where to go on (`next_sequence`), so nothing acknowledged is sent twice and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -109,7 +110,9 @@ async def _one_connection(
     on_message: Callable[[dict[str, Any]], None],
 ) -> bool:
     ready = json.loads(await socket.recv())
-    if ready.get("type") != "ready":
+    if ready.get("type") != "ready":  # an error message, then the close that says its code
+        with contextlib.suppress(TimeoutError, ConnectionClosed):
+            await asyncio.wait_for(socket.wait_closed(), 5)
         raise StreamRefused(socket.close_code or 4400, ready)
     position = int(ready["next_sequence"])
     acks = asyncio.Queue[int]()

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from functions.process_audio.live import ChunkResult, LivePath
 from functions.validation import MAX_SEQUENCE
+from shared.audio import webm
 from shared.audio.formats import inspect_chunk
 from shared.errors import InvalidAudio, InvalidRequest, PayloadTooLarge
 from shared.models import Session
@@ -72,6 +73,7 @@ class SpeakerStreamIngest:
     clock: object = field(default=time.monotonic, repr=False)
     frames: int = 0
     audio_s: float = 0.0  # audio received on this connection, counted from below
+    carry: bytes = b""  # WebM: the end of the last frame that is not a whole element yet, joined to the next
     started: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
@@ -107,13 +109,22 @@ class SpeakerStreamIngest:
         self.next_sequence += 1
         return result, throttled
 
+    def _whole_elements(self, frame: bytes) -> bytes:
+        """A WebM frame cut anywhere (a pipe, a socket's own framing) becomes a chunk of whole elements: a
+        trailing partial element waits for the next frame. MediaRecorder's blobs, Ogg and MP4 pass as they are."""
+        if not self.fmt.mime_type.lower().startswith("audio/webm"):
+            return frame
+        joined = self.carry + frame
+        self.carry = webm.incomplete_tail(joined)
+        return joined[: len(joined) - len(self.carry)]
+
     def _chunk_bytes(self, frame: bytes) -> bytes:
         if len(frame) > MAX_FRAME_BYTES:
             raise PayloadTooLarge(f"a frame holds at most {MAX_FRAME_BYTES} bytes (send 100-500 ms per frame)")
         if not frame:
             raise InvalidAudio("an empty frame: send 100-500 ms of audio per binary message")
         if self.fmt.pcm_rate is None:
-            return frame
+            return self._whole_elements(frame)
         if len(frame) % 2:
             raise InvalidAudio("a PCM frame must hold whole 16-bit samples (an even number of bytes)")
         return wav_header(self.fmt.pcm_rate, len(frame)) + frame
