@@ -33,6 +33,7 @@ from bridge.offline import split_chunks  # noqa: E402
 from bridge.services import build_services  # noqa: E402
 from functions.process_audio.models import ProcessAudioRequest  # noqa: E402
 from functions.process_audio.service import process_audio  # noqa: E402
+from functions.process_audio.stream import SpeakerStreamIngest, StreamFormat  # noqa: E402
 from shared.audio.decode import decode_chunk  # noqa: E402
 from shared.audio.formats import inspect_chunk  # noqa: E402
 from shared.broadcast.local import LocalHub  # noqa: E402
@@ -50,11 +51,16 @@ def pcm_of(path: Path) -> Any:
 
 
 async def speaker_stream(
-    services: Any, session: Session, speaker: str, chunks: list[bytes], t0: float, step: float
+    services: Any, session: Session, speaker: str, chunks: list[bytes], t0: float, step: float, stream: bool = False
 ) -> None:
-    """Post chunk n when its audio has been 'recorded': at t0 + (n + 1) * step."""
+    """Post chunk n when its audio has been 'recorded': at t0 + (n + 1) * step. With `stream`, each chunk is a
+    raw PCM frame taken the way the streaming socket takes it (`SpeakerStreamIngest`), not a process-audio chunk."""
+    ingest = SpeakerStreamIngest(services.live, session, speaker, StreamFormat("audio/wav", 16_000), 0)
     for seq, chunk in enumerate(chunks):
         await asyncio.sleep(max(0.0, t0 + (seq + 1) * step - time.monotonic()))
+        if stream:
+            await ingest.take(chunk[44:])  # the frame's samples without their WAV header
+            continue
         request = ProcessAudioRequest(
             session_id=session.id,
             audio_chunk=base64.b64encode(chunk).decode(),
@@ -81,7 +87,9 @@ class Latencies:
         self.extending_chunks += other.extending_chunks
 
 
-async def one_interview(services: Any, hub: LocalHub, tenant: Tenant, folder: Path, step: float) -> Latencies:
+async def one_interview(
+    services: Any, hub: LocalHub, tenant: Tenant, folder: Path, step: float, stream: bool = False
+) -> Latencies:
     paths = {role: next(iter(sorted(folder.glob(f"*_{role}.wav")))) for role in ("interviewer", "candidate")}  # noqa: ASYNC240
     tracks = {role: pcm_of(path) for role, path in paths.items()}
     chunks = {role: [wav_bytes(p) for p in split_chunks(pcm, step)] for role, pcm in tracks.items()}
@@ -96,7 +104,7 @@ async def one_interview(services: Any, hub: LocalHub, tenant: Tenant, folder: Pa
 
     listener = asyncio.create_task(listen())
     t0 = time.monotonic()
-    await asyncio.gather(*(speaker_stream(services, session, role, chunks[role], t0, step) for role in chunks))
+    await asyncio.gather(*(speaker_stream(services, session, role, chunks[role], t0, step, stream) for role in chunks))
     await asyncio.sleep(3 * step)  # let the last pauses close their utterances before `end` would flush them
     subscription.close()
     await listener
@@ -141,9 +149,14 @@ async def main() -> None:
     parser.add_argument("--engine", default="local")
     parser.add_argument("--chunk-seconds", type=float, default=2.0)
     parser.add_argument(
+        "--stream", action="store_true", help="250 ms PCM frames through the streaming socket's ingest, not chunks"
+    )
+    parser.add_argument(
         "--at-once", action="store_true", help="run the interviews concurrently (a capacity check), not one by one"
     )
     args = parser.parse_args()
+    if args.stream:
+        args.chunk_seconds = 0.25
     found_folders = sorted((args.data / "synthetic").glob("interview_*"))
     folders = [found_folders[i % len(found_folders)] for i in range(args.interviews)]  # reused past the six
     with tempfile.TemporaryDirectory() as scratch:
@@ -158,15 +171,18 @@ async def main() -> None:
         await services.store.create_tenant(tenant, hash_api_key(new_api_key()))
         total = Latencies()
         if args.at_once:
-            runs = [one_interview(services, hub, tenant, folder, args.chunk_seconds) for folder in folders]
+            runs = [one_interview(services, hub, tenant, f, args.chunk_seconds, args.stream) for f in folders]
             results = list(zip(folders, await asyncio.gather(*runs), strict=True))
         else:
-            results = [(f, await one_interview(services, hub, tenant, f, args.chunk_seconds)) for f in folders]
+            results = [
+                (f, await one_interview(services, hub, tenant, f, args.chunk_seconds, args.stream)) for f in folders
+            ]
         for folder, found in results:
             print(f"{folder.name}: {len(found.finals)} entries")
             total.add(found)
         await services.close()
-    print(f"engine {args.engine}, {args.chunk_seconds:g} s chunks at real-time pace, two speakers per session")
+    shape = "250 ms PCM frames through the stream ingest" if args.stream else f"{args.chunk_seconds:g} s chunks"
+    print(f"engine {args.engine}, {shape} at real-time pace, two speakers per session")
     describe("end of speech -> final entry", total.finals)
     describe("closing chunk posted -> final entry", total.closing)
     describe("start of speech -> first partial", total.partials)

@@ -19,12 +19,14 @@ from typing import Any, cast
 
 from litestar import WebSocket, websocket
 
+from bridge.limits import CHUNKS
 from bridge.realtime.redact import redact_scope
 from bridge.services import Services
 from functions.process_audio.stream import SpeakerStreamIngest, stream_format
 from functions.validation import check_speaker
 from shared.access import Action, in_closing_grace, session_for
 from shared.broadcast.vocabulary import session_topic
+from shared.credentials import Principal
 from shared.errors import BridgeError, InvalidRequest, Unauthorized
 from shared.models import Session, utcnow
 
@@ -45,15 +47,15 @@ async def stream_socket(socket: AnySocket) -> None:
     redact_scope(cast("MutableMapping[str, Any]", socket.scope))  # the token never reaches an access log
     await socket.accept()
     try:
-        ingest = await _open(socket, services, query)
-        await _serve(socket, services, ingest)
+        ingest, principal = await _open(socket, services, query)
+        await _serve(socket, services, ingest, principal)
     except Hangup:
         return
     except BridgeError as exc:
         await _refuse(socket, exc)
 
 
-async def _open(socket: AnySocket, services: Services, query: dict[str, str]) -> SpeakerStreamIngest:
+async def _open(socket: AnySocket, services: Services, query: dict[str, str]) -> tuple[SpeakerStreamIngest, Principal]:
     """Credential, session, speaker and format, in the contract's order; the stream positioned at next_sequence."""
     token = query.get("token") or await _auth_message(socket)
     principal = await services.auth.principal(token)
@@ -67,7 +69,7 @@ async def _open(socket: AnySocket, services: Services, query: dict[str, str]) ->
     next_sequence = (await services.store.next_sequences(session.id)).get(speaker, 0)
     ingest = SpeakerStreamIngest(services.live, session, speaker, fmt, next_sequence, closing=closing)
     await socket.send_json({"type": "ready", "next_sequence": next_sequence})
-    return ingest
+    return ingest, principal
 
 
 async def _auth_message(socket: AnySocket) -> str:
@@ -82,13 +84,14 @@ async def _auth_message(socket: AnySocket) -> str:
     return token
 
 
-async def _serve(socket: AnySocket, services: Services, ingest: SpeakerStreamIngest) -> None:
+async def _serve(socket: AnySocket, services: Services, ingest: SpeakerStreamIngest, principal: Principal) -> None:
     with services.tap.listen(session_topic(ingest.session.id)) as events:
         pusher = asyncio.create_task(_push(socket, events, ingest.speaker))
         try:
             while True:
                 message = await _receive(socket)
                 if message.get("bytes") is not None:
+                    services.limits.check("chunks", principal, CHUNKS)  # a frame counts as a chunk: 4429 past it
                     result, throttled = await ingest.take(message["bytes"])
                     ack = {"type": "ack", "sequence_number": result.sequence_number, "status": result.status}
                     await socket.send_json({**ack, "throttled": throttled})

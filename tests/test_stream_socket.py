@@ -183,3 +183,19 @@ async def test_other_tenants_and_ended_sessions_are_refused(make_settings: Calla
     assert foreign.value.code == 4404
     assert ready == {"type": "ready", "next_sequence": 0}
     assert ended.value.code == 4409
+
+
+async def test_frames_past_the_chunk_rate_limit_close_the_socket_with_4429(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Each frame counts against the session's chunk rate (burst 60, 20 a second): a flood past it gets
+    `rate_limited` and 4429, after the frames within it were stored and acknowledged."""
+    async with bridge(make_settings()) as running:
+        session_id, token = await running.session(await running.tenant_key())
+        with pytest.raises(StreamRefused) as refused:
+            await stream_frames(
+                socket_url(running.base, session_id, "a", token, PCM), [b"\0\0" * 1_600] * 200, frame_s=0.1, pace=None
+            )
+        session = await running.http.get(f"/sessions/{session_id}", headers={"Authorization": f"Bearer {token}"})
+    assert (refused.value.code, refused.value.error.get("error")) == (4429, "rate_limited")
+    assert 60 <= session.json()["next_sequence"]["a"] < 200
