@@ -25,7 +25,7 @@ from bridge.services import Services
 from functions.process_audio.stream import SpeakerStreamIngest, stream_format
 from functions.validation import check_speaker
 from shared.access import Action, in_closing_grace, session_for
-from shared.broadcast.vocabulary import session_topic
+from shared.broadcast.vocabulary import ENTRY_EVENT, PARTIAL_EVENT, session_topic
 from shared.credentials import Principal
 from shared.errors import BridgeError, InvalidRequest, Unauthorized
 from shared.models import Session, utcnow
@@ -131,9 +131,9 @@ async def _drain(events: asyncio.Queue[tuple[str, dict[str, Any]]], socket: AnyS
 async def _forward(socket: AnySocket, event: str, payload: dict[str, Any], speaker: str) -> None:
     if payload.get("speaker") != speaker:
         return
-    if event == "transcript_partial":
+    if event == PARTIAL_EVENT:
         await socket.send_json({"type": "partial", "text": payload.get("text", "")})
-    elif event == "transcript_entry":
+    elif event == ENTRY_EVENT:
         await socket.send_json({"type": "entry", "entry": payload})
 
 

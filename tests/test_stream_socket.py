@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator, Callable
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 from websockets.asyncio.client import connect
 
@@ -199,3 +201,45 @@ async def test_frames_past_the_chunk_rate_limit_close_the_socket_with_4429(
         session = await running.http.get(f"/sessions/{session_id}", headers={"Authorization": f"Bearer {token}"})
     assert (refused.value.code, refused.value.error.get("error")) == (4429, "rate_limited")
     assert 60 <= session.json()["next_sequence"]["a"] < 200
+
+
+async def test_a_streamed_speaker_gets_its_line_at_a_shorter_pause_than_chunks(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Speech, a 0.6 s pause, more speech: over the socket the first utterance is final at the pause (streamed
+    speakers end an utterance at 0.5 s); as process-audio chunks of the same audio it is not (0.8 s)."""
+    first = load_pcm(FIXTURES / "speech" / "librispeech_1221-135766-0002.wav")[: int(16_000 * 4.5)]  # to its last word
+    second = load_pcm(FIXTURES / "speech" / "librispeech_7902-96591-0000.wav")[int(16_000 * 0.32) :]  # from its first
+    pause, tail = np.zeros(int(16_000 * 0.6), np.float32), np.zeros(int(16_000 * 0.3), np.float32)
+    audio = np.concatenate([first, pause, second, tail])
+    frames = [
+        (np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes() for piece in np.array_split(audio, len(audio) // 4_000)
+    ]
+    async with bridge(make_settings()) as running:
+        key = await running.tenant_key()
+        streamed_id, streamed_token = await running.session(key)
+        socket = await connect(socket_url(running.base, streamed_id, "a", streamed_token, PCM))
+        assert json.loads(await socket.recv())["type"] == "ready"
+        for frame in frames:
+            await socket.send(frame)
+            assert json.loads(await socket.recv())["type"] in ("ack", "partial", "entry")
+        chunked_id, chunked_token = await running.session(key)
+        for sequence, chunk in enumerate(wav_chunks(audio, 0.25)):
+            body = {"session_id": chunked_id, "speaker": "a", "sequence_number": sequence, "mime_type": "audio/wav",
+                    "audio_chunk": base64.b64encode(chunk).decode()}  # fmt: skip
+            headers = {"Authorization": f"Bearer {chunked_token}"}
+            assert (
+                await running.http.post("/functions/v1/process-audio", json=body, headers=headers)
+            ).status_code == 200
+        await asyncio.sleep(1.5)  # both runs settle; neither session has ended
+        lines = {}
+        for session_id, token in ((streamed_id, streamed_token), (chunked_id, chunked_token)):
+            read = await running.http.get(
+                f"/sessions/{session_id}/transcript", headers={"Authorization": f"Bearer {token}"}
+            )
+            lines[session_id] = read.json()["entries"]
+        await socket.close()
+    assert len(lines[streamed_id]) == 1  # the first utterance, without the second one
+    line = lines[streamed_id][0]
+    assert len(first) / 16 - 500 <= line["end_ms"] - line["start_ms"] < (len(first) + len(pause)) / 16
+    assert lines[chunked_id] == []

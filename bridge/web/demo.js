@@ -199,6 +199,7 @@ async function toggleRecording () {
   })
   client.addEventListener('sent', ({ detail }) => say(`Recording: chunk ${detail.sequence} stored.`))
   client.addEventListener('rejected', ({ detail }) => say(`Chunk ${detail.sequence} refused: ${detail.error}`))
+  client.addEventListener('fallback', ({ detail }) => { $('#mode').value = detail.mode })
   try {
     await client.start()
   } catch (error) {

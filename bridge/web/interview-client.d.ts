@@ -1,6 +1,6 @@
 // Types of interview-client.js, the bridge's browser client (a plain ES module served at /interview-client.js).
 
-export type CaptureMode = 'media-recorder' | 'wav'
+export type CaptureMode = 'stream' | 'media-recorder' | 'wav'
 export type LevelState = 'silent' | 'quiet' | 'ok' | 'clipping'
 
 export interface ClientOptions {
@@ -10,7 +10,7 @@ export interface ClientOptions {
   speaker: string
   /** the bridge's origin; default: the page's */
   baseUrl?: string
-  /** default: defaultMode() */
+  /** default: defaultMode(): "stream" where the browser has WebSocket and AudioWorklet */
   mode?: CaptureMode
   /** default 2000 */
   chunkMs?: number
@@ -47,9 +47,14 @@ export interface InterviewClientEvents {
   partial: CustomEvent<Line>
   final: CustomEvent<Line>
   session_status: CustomEvent<{ status: string }>
+  /** "stream" could not open its socket: start() went on with this HTTPS mode */
+  fallback: CustomEvent<{ mode: CaptureMode }>
 }
 
 export const WAV_RATE: 16000
+export const STREAM_FRAME_MS: 250
+/** the HTTPS chunk mode this browser records best: "media-recorder", else "wav" */
+export function httpsMode (): CaptureMode
 export function pickMimeType (): string | null
 export function defaultMode (): CaptureMode
 export function levelState (peakDb: number): LevelState

@@ -6,12 +6,16 @@
 // `start()` asks the bridge for the speaker's `next_sequence` and goes on from there with a fresh container
 // header. Lines of the transcript come from Realtime (`watchTranscript`), not from the answers.
 //
-// Two capture modes:
-// - "media-recorder" (the default where the browser has MediaRecorder): WebM/Opus, or fragmented MP4 where WebM
-//   is unsupported (Safari). The first chunk carries the container header; the rest are continuations.
-// - "wav": an AudioWorklet takes raw PCM, and each chunk is a standalone 16 kHz mono WAV.
+// Three modes:
+// - "stream" (the default): an AudioWorklet takes raw PCM and sends 250 ms frames of 16 kHz PCM over one
+//   WebSocket (/functions/v1/stream); each frame is acknowledged once stored, and lines come back sooner than
+//   with 2 s chunks. Where the socket cannot be opened (a proxy without WebSockets), start() falls back to
+//   "media-recorder". A dropped socket is opened again and resumes at the server's next_sequence.
+// - "media-recorder" (HTTPS chunks): WebM/Opus, or fragmented MP4 where WebM is unsupported (Safari). The first
+//   chunk carries the container header; the rest are continuations.
+// - "wav" (HTTPS chunks): an AudioWorklet takes raw PCM, and each chunk is a standalone 16 kHz mono WAV.
 
-/** @typedef {"media-recorder" | "wav"} CaptureMode */
+/** @typedef {"stream" | "media-recorder" | "wav"} CaptureMode */
 
 /**
  * @typedef {object} ClientOptions
@@ -39,6 +43,7 @@
 /** @typedef {"silent" | "quiet" | "ok" | "clipping"} LevelState */
 
 export const WAV_RATE = 16000
+export const STREAM_FRAME_MS = 250
 const RETRIED = new Set([408, 425, 429, 500, 502, 503, 504])
 const QUIET_DBFS = -45 // the bridge still transcribes this; the meter says the microphone is far or low
 const CLIP_DBFS = -0.1
@@ -50,8 +55,14 @@ export function pickMimeType () {
   return types.find((type) => MediaRecorder.isTypeSupported(type)) ?? null
 }
 
-/** @returns {CaptureMode} "media-recorder" where the browser records a supported type, else "wav". */
+/** @returns {CaptureMode} "stream" where the browser has WebSocket and AudioWorklet, else an HTTPS mode. */
 export function defaultMode () {
+  if (typeof WebSocket !== 'undefined' && typeof AudioWorkletNode !== 'undefined') return 'stream'
+  return httpsMode()
+}
+
+/** @returns {CaptureMode} the HTTPS chunk mode: "media-recorder" where it records a supported type, else "wav". */
+export function httpsMode () {
   return pickMimeType() ? 'media-recorder' : 'wav'
 }
 
@@ -85,11 +96,11 @@ export class InterviewClient extends EventTarget {
     this.closed = false
   }
 
-  /** Chunks captured and not yet acknowledged. */
-  get queued () { return this._queue.length }
+  /** Chunks (or frames) captured and not yet acknowledged. */
+  get queued () { return this._queue.length + (this._socket?.unacked.length ?? 0) }
 
   /** The sequence number the next chunk gets. */
-  get nextSequence () { return this._nextSequence }
+  get nextSequence () { return this._socket ? this._socket.nextSequence : this._nextSequence }
 
   /**
    * Start capturing `stream` (default: ask for the microphone). Resumes at the bridge's `next_sequence` for this
@@ -102,11 +113,23 @@ export class InterviewClient extends EventTarget {
       audio: { echoCancellation: true, noiseSuppression: false, autoGainControl: false, channelCount: 1 }
     })
     this.stream = stream
-    if (this._queue.length === 0) this._nextSequence = await this.resumeAt()
+    if (this.mode === 'stream') {
+      this._socket = new SocketSender(this)
+      if (!await this._socket.open()) { // no socket here: HTTPS chunks instead
+        this._socket = null
+        this.mode = httpsMode()
+        this._emit('fallback', { mode: this.mode })
+      }
+    }
+    if (this.mode !== 'stream' && this._queue.length === 0) this._nextSequence = await this.resumeAt()
     this._meter = new LevelMeter(stream, (detail) => this._emit('level', detail))
-    this._capture = this.mode === 'wav'
-      ? await WavCapture.open(stream, this.chunkMs, (data) => this._enqueue(data, 'audio/wav'))
-      : MediaRecorderCapture.open(stream, this.chunkMs, (data, type) => this._enqueue(data, type))
+    if (this.mode === 'stream') {
+      this._capture = await WavCapture.open(stream, STREAM_FRAME_MS, (wav) => this._socket.send(wav.subarray(44)))
+    } else {
+      this._capture = this.mode === 'wav'
+        ? await WavCapture.open(stream, this.chunkMs, (data) => this._enqueue(data, 'audio/wav'))
+        : MediaRecorderCapture.open(stream, this.chunkMs, (data, type) => this._enqueue(data, type))
+    }
     this.recording = true
     this._emit('state', { recording: true, queued: this.queued })
   }
@@ -119,6 +142,8 @@ export class InterviewClient extends EventTarget {
     this._meter = null
     for (const track of this.stream?.getTracks() ?? []) track.stop()
     this.recording = false
+    if (this._socket) await this._socket.end()
+    this._socket = null
     await this.drain()
     this._emit('state', { recording: false, queued: this.queued })
   }
@@ -256,6 +281,109 @@ export function watchTranscript (supabase, topic, onLine, onStatus = () => {}) {
       else if (status === 'CHANNEL_ERROR' || status === 'TIMED_OUT') reject(error ?? new Error(status))
     })
   })
+}
+
+/**
+ * The "stream" mode's socket: frames go out as they are captured, each kept until its ack; a dropped socket is
+ * opened again, and the server's `ready` says which frames it already stored (the rest are sent again).
+ */
+class SocketSender {
+  constructor (client) {
+    this.client = client
+    /** @type {{sequence: number, data: Uint8Array}[]} */
+    this.unacked = []
+    this.nextSequence = 0
+    this.ready = false
+    this.ending = null
+    this.attempt = 0
+  }
+
+  url () {
+    const base = this.client.baseUrl || globalThis.location.origin
+    const query = new URLSearchParams({
+      session_id: this.client.sessionId,
+      speaker: this.client.speaker,
+      mime_type: `audio/pcm;rate=${WAV_RATE}`,
+      token: this.client.token
+    })
+    return `${base.replace(/^http/, 'ws')}/functions/v1/stream?${query}`
+  }
+
+  /** Resolves true once the server said `ready`, false when no socket could be opened at all. */
+  open () {
+    return new Promise((resolve) => {
+      const socket = new WebSocket(this.url())
+      socket.binaryType = 'arraybuffer'
+      this.socket = socket
+      let opened = false
+      const timer = setTimeout(() => { if (!opened) { socket.close(); resolve(false) } }, 5000)
+      socket.onmessage = (event) => {
+        const message = JSON.parse(event.data)
+        if (message.type === 'ready') {
+          opened = true
+          clearTimeout(timer)
+          this._resume(message.next_sequence)
+          resolve(true)
+        } else if (message.type === 'ack') {
+          this.unacked = this.unacked.filter((frame) => frame.sequence > message.sequence_number)
+          this.client._emit('sent', { sequence: message.sequence_number, ok: true, status: message.status })
+          this.client._emit('state', { recording: this.client.recording, queued: this.client.queued })
+        } else if (message.type === 'partial') {
+          this.client._emit('partial', { speaker: this.client.speaker, text: message.text, final: false })
+        } else if (message.type === 'entry') {
+          this.client._emit('final', { ...message.entry, final: true })
+        } else if (message.type === 'error') {
+          this.error = message
+        }
+      }
+      socket.onclose = (event) => {
+        clearTimeout(timer)
+        this.ready = false
+        if (!opened && this.attempt === 0) return resolve(false)
+        this._closed(event.code)
+      }
+    })
+  }
+
+  _resume (next) {
+    this.ready = true
+    this.attempt = 0
+    if (this.unacked.length === 0) this.nextSequence = Math.max(this.nextSequence, next)
+    this.unacked = this.unacked.filter((frame) => frame.sequence >= next) // stored before the drop
+    for (const frame of this.unacked) this.socket.send(frame.data)
+    if (this.ending) this.socket.send(JSON.stringify({ type: 'end' }))
+  }
+
+  _closed (code) {
+    if (code === 1000) return this.ending?.resolve()
+    if (code >= 4000 && code < 5000) { // refused: retrying the same frames would be refused again
+      const error = this.error ?? { error: `closed ${code}` }
+      this.client._emit('rejected', { sequence: this.unacked[0]?.sequence, ok: false, status: code - 4000, ...error })
+      if (code === 4409) this.client.closed = true
+      this.unacked = []
+      return this.ending?.resolve()
+    }
+    const delayMs = Math.min(this.client.maxDelayMs, 250 * 2 ** ++this.attempt)
+    this.client._emit('retry', { sequence: this.unacked[0]?.sequence, attempt: this.attempt, delayMs, reason: `socket closed ${code}` })
+    setTimeout(() => this.open(), delayMs)
+  }
+
+  /** One frame of raw PCM; numbered now, sent now if the socket is up, else when it is back. */
+  send (data) {
+    if (data.byteLength === 0) return
+    const frame = { sequence: this.nextSequence++, data }
+    this.unacked.push(frame)
+    if (this.ready && this.socket.readyState === WebSocket.OPEN) this.socket.send(data)
+  }
+
+  /** Every frame acknowledged, then `end`: the server turns what is pending into entries and closes. */
+  end () {
+    let resolve
+    const done = new Promise((r) => { resolve = r })
+    this.ending = { resolve }
+    if (this.ready && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify({ type: 'end' }))
+    return Promise.race([done, sleep(30000)])
+  }
 }
 
 /** MediaRecorder with a timeslice: each `dataavailable` blob is one chunk. */

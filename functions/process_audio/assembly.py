@@ -129,9 +129,8 @@ class Assembly:
         """Apply the segmenter's decision: drop silence, finalise a finished utterance, save the stream (with
         the usage of this step: `audio_ms` taken in, the engine time of the utterance)."""
         done = list(extra_done or [])
-        decision = decide(
-            buffer.total, buffer.regions(), buffer.chunk_starts, final=final, config=self.config.segmenter
-        )
+        config = self.config.stream_segmenter if state.streaming else self.config.segmenter
+        decision = decide(buffer.total, buffer.regions(), buffer.chunk_starts, final=final, config=config)
         entry, engine_ms, engine_calls = await self.finalise_utterance(session, stream, state, buffer, decision)
         consume = decision.cut if decision.cut is not None else decision.drop
         if consume:

@@ -15,3 +15,5 @@ class LiveConfig:
     prompt_context_chars: int = 200
     retry_base_s: float = 5.0
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+    # a speaker on the streaming socket: small frames make a shorter pause affordable, and the line comes sooner
+    stream_segmenter: SegmenterConfig = field(default_factory=lambda: SegmenterConfig(min_pause_ms=500))

@@ -110,6 +110,7 @@ class LivePath:
         *,
         wait_ms: int = 0,
         closing: bool = False,
+        streaming: bool = False,
     ) -> ChunkResult:
         """Validate, persist, acknowledge: the chunk is processed off the request. With `wait_ms`, wait up to that
         long for the entries of the run that takes it (a client that wants its text in the answer). `closing`: a
@@ -117,6 +118,7 @@ class LivePath:
         now = self.clock()
         final = closing
         state = self._state(session.id, speaker)
+        state.streaming = streaming
         fmt: ChunkFormat | None = None
         if data:
             fmt = inspect_chunk(data, mime_type)

@@ -39,3 +39,4 @@ class SpeakerState:
     timer: asyncio.TimerHandle | None = None  # the gap check
     retries: int = 0  # engine failures in a row, for the retry backoff
     last_used: float = 0.0
+    streaming: bool = False  # its audio comes over the streaming socket: finals at the shorter pause

@@ -105,6 +105,7 @@ class SpeakerStreamIngest:
             self.fmt.mime_type,
             wait_ms=CATCH_UP_WAIT_MS if throttled else 0,
             closing=self.closing,
+            streaming=True,
         )
         self.next_sequence += 1
         return result, throttled

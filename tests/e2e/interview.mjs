@@ -71,7 +71,12 @@ try {
   for (const [when, what] of events) {
     await at(when)
     result.level_during_speech = result.level_during_speech ?? await page.getAttribute('#level-state', 'data-state')
-    if (what === 'drop') {
+    if (what === 'drop' && result.mode === 'stream') { // the browser offline: its socket drops, no request goes
+      await context.setOffline(true)
+      await sleep(Number(args['drop-for'] ?? 4) * 1000)
+      result.status_during_drop = await page.textContent('#status')
+      await context.setOffline(false)
+    } else if (what === 'drop') {
       await page.route('**/functions/v1/process-audio', (route) => route.abort('internetdisconnected'))
       await sleep(Number(args['drop-for'] ?? 4) * 1000)
       result.status_during_drop = await page.textContent('#status')
