@@ -35,6 +35,16 @@ try {
   page.on('requestfailed', (request) => {
     if (request.url().includes('process-audio')) result.failed_requests++
   })
+  // the stream mode's socket goes through Playwright, so a drop can cut it like a lost network would
+  const sockets = new Set()
+  let dropping = false
+  if (args.mode === 'stream') {
+    await page.routeWebSocket(/\/functions\/v1\/stream/, (ws) => {
+      if (dropping) return ws.close({ code: 3000, reason: 'network down' })
+      ws.connectToServer()
+      sockets.add(ws)
+    })
+  }
   await page.goto(args.url)
   await page.waitForFunction(() => !document.querySelector('#status').textContent.startsWith('Loading'), null,
     { polling: 100 })
@@ -71,11 +81,13 @@ try {
   for (const [when, what] of events) {
     await at(when)
     result.level_during_speech = result.level_during_speech ?? await page.getAttribute('#level-state', 'data-state')
-    if (what === 'drop' && result.mode === 'stream') { // the browser offline: its socket drops, no request goes
-      await context.setOffline(true)
+    if (what === 'drop' && result.mode === 'stream') { // the socket cut, and new ones refused, for the drop
+      dropping = true
+      for (const ws of sockets) await ws.close({ code: 3000, reason: 'network down' })
+      sockets.clear()
       await sleep(Number(args['drop-for'] ?? 4) * 1000)
       result.status_during_drop = await page.textContent('#status')
-      await context.setOffline(false)
+      dropping = false
     } else if (what === 'drop') {
       await page.route('**/functions/v1/process-audio', (route) => route.abort('internetdisconnected'))
       await sleep(Number(args['drop-for'] ?? 4) * 1000)

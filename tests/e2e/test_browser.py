@@ -109,21 +109,22 @@ def assert_nothing_lost(bridge: Bridge, result: dict[str, Any], seconds: int = R
     sequences = [sequence for sequence, _ in stored["candidate"]]
     assert sequences == list(range(len(sequences))) and len(sequences) >= seconds // 2 - 2
     assert {state for _, state in stored["candidate"]} == {"done"}
-    assert len(set(result["final_ids"])) == len(result["final_ids"])
-    assert len(set(result["finals"])) == len(result["finals"])
+    assert len(set(result["final_ids"])) == len(result["final_ids"])  # (the same words may be said twice: the
+    # fake microphone starts its file again after a reload)
 
 
-@pytest.mark.parametrize("mode", ["media-recorder", "wav"])
+@pytest.mark.parametrize("mode", ["stream", "media-recorder", "wav"])
 def test_spoken_words_appear_as_final_lines_for_the_speaker_and_a_viewer_through_a_network_drop(
     bridge: Bridge, mode: str
 ) -> None:
     """Opening / on a loopback bridge and pressing #record alone (no key, no other button) puts the microphone's
     words under #transcript [data-final], a viewer tab shows the same lines, and a 4 s network drop loses none."""
-    export = {"media-recorder": "vtt", "wav": "srt"}[mode]
+    export = {"stream": "text", "media-recorder": "vtt", "wav": "srt"}[mode]
     result = drive(bridge, f"--mode={mode}", "--record-only=1", "--viewer=1", "--drop-at=3", "--drop-for=4",
                    f"--export={export}")  # fmt: skip
     assert result["mode"] == mode
-    assert result["failed_requests"] > 0 and result["retries"] > 0  # the drop really failed sends
+    assert result["retries"] > 0  # the drop really failed sends (or, streaming, cut the socket)
+    assert result["failed_requests"] > 0 or mode == "stream"
     assert "Network trouble" in result["status_during_drop"]
     assert result["viewer_recorder_hidden"] is True
     assert result["viewer_finals"] == result["finals"]
@@ -133,14 +134,14 @@ def test_spoken_words_appear_as_final_lines_for_the_speaker_and_a_viewer_through
         assert word in text, text
     assert_nothing_lost(bridge, result)
     assert (result["level_during_speech"], result["level_state"]) == ("ok", "silent")  # the meter follows the mic
-    assert result["export_name"].endswith(f".{export}")
-    assert result["export_text"].startswith("WEBVTT" if export == "vtt" else "1\n")
+    assert result["export_name"].endswith(".txt" if export == "text" else f".{export}")
+    assert result["export_text"].startswith({"vtt": "WEBVTT", "srt": "1\n", "text": "candidate: "}[export])
     assert all(line in result["export_text"] for line in result["finals"])
     page_errors, whole_errors = score(bridge, result["finals"], mode)
     assert page_errors <= max(1.2 * whole_errors, whole_errors + 1)  # one word of slack on a 21-word file
 
 
-@pytest.mark.parametrize("mode", ["media-recorder", "wav"])
+@pytest.mark.parametrize("mode", ["stream", "media-recorder", "wav"])
 def test_a_reload_mid_interview_resumes_at_the_next_sequence(bridge: Bridge, mode: str) -> None:
     """After a reload the page shows the interview again and, on #record, goes on at the bridge's next_sequence:
     no sequence is missing or repeated, and the words spoken after the reload arrive."""
