@@ -16,4 +16,6 @@ class LiveConfig:
     retry_base_s: float = 5.0
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     # a speaker on the streaming socket: small frames make a shorter pause affordable, and the line comes sooner
-    stream_segmenter: SegmenterConfig = field(default_factory=lambda: SegmenterConfig(min_pause_ms=500))
+    stream_segmenter: SegmenterConfig = field(
+        default_factory=lambda: SegmenterConfig(min_pause_ms=500, max_utterance_ms=8_000)
+    )
