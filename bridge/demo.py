@@ -90,7 +90,12 @@ async def supabase_js() -> Response[bytes]:
 @post("/demo/tenant", status_code=HTTP_201_CREATED, include_in_schema=False)
 async def demo_tenant(request: AnyRequest) -> dict[str, str]:
     """The demo tenant's key, for a page on a loopback-bound bridge opened from this machine only."""
-    if not demo_available(request) or not is_loopback(request.client.host if request.client else None):
+    host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]")  # a rebound DNS name is not loopback
+    if (
+        not demo_available(request)
+        or not is_loopback(request.client.host if request.client else None)
+        or not (is_loopback(host))
+    ):
         raise NotFound("there is no demo tenant on a bridge that listens beyond loopback; use a tenant key")
     state: DemoTenant = request.app.state.demo_tenant
     async with state.lock:

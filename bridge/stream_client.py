@@ -26,6 +26,7 @@ from shared.audio.formats import inspect_chunk
 
 RATE = 16_000
 MAX_RECONNECTS = 20
+RETRIED_CLOSES = frozenset({4429, 4503})  # the rate limit, a store outage: the same frames go again later
 
 
 class StreamRefused(Exception):
@@ -46,6 +47,7 @@ class StreamRun:
     throttled: int = 0
     reconnects: int = 0
     partials: int = 0
+    first_sequence: int | None = None  # the speaker's next_sequence when this file began
     line_delays: list[float] = field(default_factory=list)  # end of an entry's audio -> its arrival, seconds
 
     @property
@@ -79,7 +81,7 @@ async def stream_frames(
     on_message: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> StreamRun:
     """Send `frames` (each `frame_s` long) to the socket at `url`, `pace` times real time (None: as fast as acks
-    allow), then end the stream; reconnect and resume on a dropped connection."""
+    allow), then end the stream; reconnect and resume on a dropped connection, a rate limit or an outage."""
     run = StreamRun()
     started = time.monotonic()
     delay = 0.2
@@ -89,15 +91,17 @@ async def stream_frames(
                 done = await _one_connection(socket, frames, frame_s, pace, started, run, on_message)
                 if done:
                     return run
-        except StreamRefused:
-            raise
+        except StreamRefused as refused:
+            if refused.code not in RETRIED_CLOSES:
+                raise
+            wait = float(refused.error.get("retry_after") or 1)  # a limit or an outage: later, not never
         except (OSError, ConnectionClosed, InvalidHandshake, TimeoutError):
-            pass
+            wait = delay
+            delay = min(delay * 2, 3.0)
         run.reconnects += 1
         if run.reconnects > MAX_RECONNECTS:
             raise ConnectionError(f"the stream dropped {MAX_RECONNECTS} times; giving up")
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 3.0)
+        await asyncio.sleep(wait)
 
 
 async def _one_connection(
@@ -114,7 +118,9 @@ async def _one_connection(
         with contextlib.suppress(TimeoutError, ConnectionClosed):
             await asyncio.wait_for(socket.wait_closed(), 5)
         raise StreamRefused(socket.close_code or 4400, ready)
-    position = int(ready["next_sequence"])
+    if run.first_sequence is None:  # the speaker may have sent audio before this file: frame 0 goes there
+        run.first_sequence = int(ready["next_sequence"])
+    position = int(ready["next_sequence"]) - run.first_sequence
     acks = asyncio.Queue[int]()
     reader = asyncio.create_task(_read(socket, run, acks, started, on_message))
     try:

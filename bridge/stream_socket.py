@@ -27,7 +27,7 @@ from functions.validation import check_speaker
 from shared.access import Action, in_closing_grace, session_for
 from shared.broadcast.vocabulary import ENTRY_EVENT, PARTIAL_EVENT, session_topic
 from shared.credentials import Principal
-from shared.errors import BridgeError, InvalidRequest, Unauthorized
+from shared.errors import BridgeError, InvalidRequest, NotFound, Unauthorized
 from shared.models import Session, utcnow
 
 log = logging.getLogger("bridge.stream")
@@ -77,6 +77,8 @@ async def _auth_message(socket: AnySocket) -> str:
         message = await asyncio.wait_for(_receive(socket), AUTH_TIMEOUT_S)
     except TimeoutError as exc:
         raise Unauthorized('send the credential: the `token` query parameter or {"type": "auth", "token"}') from exc
+    if message.get("text") is None:
+        raise Unauthorized('send {"type": "auth", "token"} before any audio, or the `token` query parameter')
     body = _json(message.get("text"))
     token = body.get("token") if body.get("type") == "auth" else None
     if not isinstance(token, str) or not token:
@@ -92,6 +94,7 @@ async def _serve(socket: AnySocket, services: Services, ingest: SpeakerStreamIng
                 message = await _receive(socket)
                 if message.get("bytes") is not None:
                     services.limits.check("chunks", principal, CHUNKS)  # a frame counts as a chunk: 4429 past it
+                    await _still_open(services, ingest)
                     result, throttled = await ingest.take(message["bytes"])
                     ack = {"type": "ack", "sequence_number": result.sequence_number, "status": result.status}
                     await socket.send_json({**ack, "throttled": throttled})
@@ -108,6 +111,16 @@ async def _serve(socket: AnySocket, services: Services, ingest: SpeakerStreamIng
             pusher.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await pusher
+
+
+async def _still_open(services: Services, ingest: SpeakerStreamIngest) -> None:
+    """The session as it is now (cached for a second): a frame after its end is a late write within the grace,
+    then 4409 `session_closed`, as for process-audio."""
+    session = await services.sessions.get_session(ingest.session.id, ingest.session.tenant_id)
+    if session is None:
+        raise NotFound("the session was deleted")
+    ingest.session = session
+    ingest.closing = in_closing_grace(session, utcnow(), services.settings.end_grace_s)
 
 
 async def _flush(services: Services, session: Session, speaker: str) -> None:
@@ -157,5 +170,7 @@ def _json(text: str | None) -> dict[str, Any]:
 async def _refuse(socket: AnySocket, exc: BridgeError) -> None:
     """The error as a message, then the close code 4000 + its HTTP status."""
     with contextlib.suppress(Exception):
-        await socket.send_json({"type": "error", "error": exc.code, "detail": exc.detail})
+        retry = exc.retry_after if exc.retry_after is not None else (5 if exc.status_code in (429, 503) else None)
+        message = {"type": "error", "error": exc.code, "detail": exc.detail}
+        await socket.send_json(message if retry is None else {**message, "retry_after": retry})
         await socket.close(code=4000 + exc.status_code, reason=exc.code[:120])

@@ -150,6 +150,7 @@ class FlyMachines:
             params={"state": state, "timeout": str(timeout_s)},
             ok=(200, 408),
             retry=False,
+            timeout_s=timeout_s + 10,
         )
         return response.status_code == 200
 
@@ -170,15 +171,17 @@ class FlyMachines:
         params: dict[str, str] | None = None,
         ok: tuple[int, ...] = (200,),
         retry: bool = True,
+        timeout_s: float | None = None,
     ) -> httpx.Response:
         delay = BACKOFF_S
+        timeout = httpx.USE_CLIENT_DEFAULT if timeout_s is None else httpx.Timeout(timeout_s)
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
                 response = await self._client.request(
-                    method, self._base + path, json=json, params=params, headers=self._headers
+                    method, self._base + path, json=json, params=params, headers=self._headers, timeout=timeout
                 )
             except httpx.TransportError as exc:
-                if attempt == MAX_ATTEMPTS:
+                if attempt == MAX_ATTEMPTS or not retry:
                     raise FlyApiError(f"cannot reach Fly's Machines API: {exc}", http_status=503) from exc
                 await self._sleep(delay)
                 delay *= 2

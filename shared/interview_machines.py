@@ -27,7 +27,7 @@ from shared.settings import Settings
 log = logging.getLogger("bridge.machines")
 
 REPLAY_LIMIT_BYTES = 1_000_000  # Fly's proxy cannot replay a larger body
-START_TIMEOUT_S = 60  # how long `POST /sessions` waits for the machine to start
+START_TIMEOUT_S = 25  # how long `POST /sessions` waits for the machine to start (within the client's 30 s)
 ORPHAN_GRACE = timedelta(minutes=10)  # an unrecorded machine younger than this may be a create in progress
 GONE_STATES = frozenset({"destroying", "destroyed"})
 INTERNAL_PORT = 8080
@@ -35,12 +35,33 @@ INTERNAL_PORT = 8080
 # What an interview machine needs to serve its session: the same store, broadcaster, engine and secrets as the
 # shared app. Its own reaper is off (the shared app's reaper group runs it) and it never starts machines itself.
 FORWARDED = (
-    "store", "database_url", "supabase_url", "supabase_service_role_key", "supabase_anon_key",
-    "supabase_jwt_secret", "supabase_private_topics", "broadcaster", "stt_engine", "openai_api_key",
-    "openai_model", "openai_base_url", "whisper_model", "partials", "service_key", "session_token_secret",
-    "session_token_ttl", "max_body_bytes", "rate_limits", "public_url", "session_idle_timeout",
-    "session_max_duration", "webhook_allow_private",
-)  # fmt: skip
+    "store",
+    "database_url",
+    "supabase_url",
+    "supabase_service_role_key",
+    "supabase_anon_key",
+    "supabase_jwt_secret",
+    "supabase_private_topics",
+    "broadcaster",
+    "stt_engine",
+    "openai_api_key",
+    "openai_model",
+    "openai_base_url",
+    "whisper_model",
+    "partials",
+    "session_token_secret",
+    "session_token_ttl",
+    "max_body_bytes",
+    "rate_limits",
+    "public_url",
+    "session_idle_timeout",
+    "session_max_duration",
+    "webhook_allow_private",
+    "cors_origins",
+    "end_grace_s",
+    "gap_timeout_s",
+    "engine_retry_s",
+)  # fmt: skip  (not SERVICE_KEY: an interview machine serves no operator route)
 FIXED_ENV = {
     "PER_INTERVIEW_MACHINES": "off",
     "REAPER_INTERVAL": "0",
@@ -99,12 +120,19 @@ class InterviewMachines:
                 cpus=self._guest.cpus,
                 memory_mb=self._guest.memory_mb,
             )
+        except FlyApiError as exc:
+            log.warning("no machine for session %s, the shared app serves it: %s", session.id, exc.detail)
+            return None
+        try:
             if await self._fly.wait(app, machine.id, state="started", timeout_s=START_TIMEOUT_S):
                 return machine.id
             log.warning("machine %s for session %s did not start in %d s", machine.id, session.id, START_TIMEOUT_S)
-            await self._fly.destroy(app, machine.id)
         except FlyApiError as exc:
-            log.warning("no machine for session %s, the shared app serves it: %s", session.id, exc.detail)
+            log.warning("machine %s for session %s: %s", machine.id, session.id, exc.detail)
+        try:  # not left running until the reaper's grace: the shared app serves this session
+            await self._fly.destroy(app, machine.id)
+        except FlyApiError:
+            log.warning("machine %s stays until the reaper destroys it", machine.id)
         return None
 
     async def _ensure_app(self, app: str) -> None:
@@ -137,9 +165,12 @@ class InterviewMachines:
         for app in await self._fly.list_apps(self._org):
             if not app.startswith(self._prefix):
                 continue
-            for machine in await self._fly.list_machines(app):
-                if machine.state not in GONE_STATES:
-                    found.append(TenantMachine(app, machine))
+            try:
+                machines = await self._fly.list_machines(app)
+            except FlyApiError as exc:  # one app's trouble leaves the other tenants' machines to be handled
+                log.warning("listing the machines of %s failed: %s", app, exc.detail)
+                continue
+            found.extend(TenantMachine(app, m) for m in machines if m.state not in GONE_STATES)
         return found
 
     async def destroy(self, found: TenantMachine) -> None:
@@ -194,6 +225,8 @@ def machine_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for name in FORWARDED:
         value = getattr(settings, name)
+        if isinstance(value, list):
+            value = ",".join(value) or None
         if value is not None:
             env[name.upper()] = str(value)
     return {**env, **FIXED_ENV}

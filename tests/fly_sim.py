@@ -28,6 +28,7 @@ class FakeFly:
     machines: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # app -> id -> machine
     app_creates: int = 0
     refuse_machines: bool = False  # answer creates with insufficient_capacity
+    never_starts: bool = False  # machines are created but never reach `started` (wait answers 408)
 
     def mount(self, router: respx.MockRouter) -> None:
         router.post(f"{BASE_URL}/apps").mock(side_effect=self._create_app)
@@ -103,6 +104,8 @@ class FakeFly:
     def _wait(self, request: httpx.Request, app: str, mid: str) -> httpx.Response:
         if mid not in self.machines.get(app, {}):
             return httpx.Response(404, json={"error": "machine not found"})
+        if self.never_starts:
+            return httpx.Response(408, json={"error": "deadline_exceeded: machine did not reach started"})
         return httpx.Response(200, json={"ok": True})
 
     def _destroy(self, request: httpx.Request, app: str, mid: str) -> httpx.Response:

@@ -117,6 +117,7 @@ async def test_a_session_gets_a_machine_in_its_tenants_own_app(machine_settings:
     assert env["DATABASE_URL"] == machine_settings().database_url
     assert env["PER_INTERVIEW_MACHINES"] == "off" and env["REAPER_INTERVAL"] == "0"
     assert "FLY_API_TOKEN" not in env and "fly-token-never-forwarded" not in str(config)
+    assert "SERVICE_KEY" not in env and SERVICE_KEY not in str(config)  # no operator routes on the machine
 
 
 async def test_writes_are_replayed_on_the_sessions_machine(machine_settings: Callable[..., Settings]) -> None:
@@ -193,11 +194,13 @@ async def test_the_reaper_destroys_closed_sessions_machines_and_orphans(
         assert (await reap(shared))["machines_destroyed"] == 0
 
 
+@pytest.mark.parametrize("trouble", ["refuse_machines", "never_starts"])
 async def test_without_a_machine_the_shared_app_serves_the_session(
-    machine_settings: Callable[..., Settings],
+    machine_settings: Callable[..., Settings], trouble: str
 ) -> None:
-    """When Fly has no capacity the session is still created, with no machine, and its chunks are taken here."""
-    fly = FakeFly(refuse_machines=True)
+    """When Fly has no capacity, or the machine never starts (then it is destroyed at once), the session is still
+    created, with no machine, and its chunks are taken here."""
+    fly = FakeFly(**{trouble: True})
     async with fly_world(machine_settings(), fly) as (shared, _):
         _, key = await new_tenant(shared)
         created = await start_session(shared, key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -14,6 +15,7 @@ import httpx
 import numpy as np
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from bridge.app import create_app
 from bridge.services import Services
@@ -191,16 +193,26 @@ async def test_frames_past_the_chunk_rate_limit_close_the_socket_with_4429(
     make_settings: Callable[..., Settings],
 ) -> None:
     """Each frame counts against the session's chunk rate (burst 60, 20 a second): a flood past it gets
-    `rate_limited` and 4429, after the frames within it were stored and acknowledged."""
+    `rate_limited` with a `retry_after` and 4429, after the frames within it were stored and acknowledged."""
     async with bridge(make_settings()) as running:
         session_id, token = await running.session(await running.tenant_key())
-        with pytest.raises(StreamRefused) as refused:
-            await stream_frames(
-                socket_url(running.base, session_id, "a", token, PCM), [b"\0\0" * 1_600] * 200, frame_s=0.1, pace=None
-            )
+        messages = []
+        async with connect(socket_url(running.base, session_id, "a", token, PCM)) as socket:
+            assert json.loads(await socket.recv())["type"] == "ready"
+            with contextlib.suppress(ConnectionClosed):  # the server closes with 4429 mid-flood
+                for _ in range(200):
+                    await socket.send(b"\0\0" * 1_600)
+                async for raw in socket:
+                    messages.append(json.loads(raw))
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    messages.append(json.loads(await socket.recv()))
+            code = socket.close_code
         session = await running.http.get(f"/sessions/{session_id}", headers={"Authorization": f"Bearer {token}"})
-    assert (refused.value.code, refused.value.error.get("error")) == (4429, "rate_limited")
-    assert 60 <= session.json()["next_sequence"]["a"] < 200
+    error = messages[-1]
+    assert code == 4429 and (error["type"], error["error"]) == ("error", "rate_limited") and error["retry_after"] > 0
+    acked = [m["sequence_number"] for m in messages if m["type"] == "ack"]
+    assert 60 <= len(acked) < 200 and session.json()["next_sequence"]["a"] == len(acked)
 
 
 async def test_a_streamed_speaker_gets_its_line_at_a_shorter_pause_than_chunks(
@@ -243,3 +255,27 @@ async def test_a_streamed_speaker_gets_its_line_at_a_shorter_pause_than_chunks(
     line = lines[streamed_id][0]
     assert len(first) / 16 - 500 <= line["end_ms"] - line["start_ms"] < (len(first) + len(pause)) / 16
     assert lines[chunked_id] == []
+
+
+async def test_an_open_socket_is_closed_for_frames_after_its_session_ended(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A socket opened while the session was active takes no frame once the session has ended and its grace is
+    over: `session_closed` and 4409, and the frame is not stored."""
+    async with bridge(make_settings(end_grace_s=0.0)) as running:
+        session_id, token = await running.session(await running.tenant_key())
+        async with connect(socket_url(running.base, session_id, "a", token, PCM)) as socket:
+            assert json.loads(await socket.recv())["type"] == "ready"
+            await socket.send(b"\0\0" * 1_600)
+            assert json.loads(await socket.recv())["type"] == "ack"
+            headers = {"Authorization": f"Bearer {token}"}
+            assert (await running.http.post(f"/sessions/{session_id}/end", headers=headers)).status_code == 200
+            await asyncio.sleep(1.2)  # past the socket's one-second view of the session
+            await socket.send(b"\0\0" * 1_600)
+            with contextlib.suppress(ConnectionClosed):
+                error = json.loads(await socket.recv())
+                await socket.recv()
+            code = socket.close_code
+        session = await running.http.get(f"/sessions/{session_id}", headers=headers)
+    assert (code, error["error"]) == (4409, "session_closed")
+    assert session.json()["next_sequence"] == {"a": 1}

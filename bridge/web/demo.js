@@ -82,14 +82,15 @@ function showLine (line) {
 }
 
 async function follow (session) {
-  const transcript = await (await api('GET', `/sessions/${session.sessionId}/transcript`, session.token)).json()
-  $('#transcript').replaceChildren()
-  for (const entry of transcript.entries) showLine({ ...entry, final: true })
+  // subscribe first, then read what is stored: a line made in between arrives one way or the other (and once:
+  // showLine skips an id it shows already)
   const { url, apikey, topic } = session.realtime
   const supabase = window.supabase.createClient(url, apikey, { accessToken: async () => session.token })
   unsubscribe = await watchTranscript(supabase, topic, showLine, (status) => {
     if (status !== 'active') say(ENDED_TEXT[status] ?? `The interview is ${status}.`)
   })
+  const transcript = await (await api('GET', `/sessions/${session.sessionId}/transcript`, session.token)).json()
+  for (const entry of transcript.entries) showLine({ ...entry, final: true })
   $('#exports').hidden = false
 }
 
@@ -175,12 +176,12 @@ async function toggleRecording () {
   if (client?.recording) {
     button.disabled = true
     say('Stopping: sending what is left…')
-    await client.stop()
+    const lost = await client.stop()
     button.disabled = false
     button.textContent = 'Record'
     button.setAttribute('aria-pressed', 'false')
     $('#level-state').textContent = 'not recording'
-    say('Stopped; every chunk is stored.')
+    say(lost ? `Stopped; ${lost} frames could not be stored (the connection did not come back).` : 'Stopped; every chunk is stored.')
     return
   }
   if (!current && !(await startSession())) return // Record alone starts an interview too

@@ -76,8 +76,9 @@ export class InterviewClient extends EventTarget {
   readonly nextSequence: number
   /** capture `stream` (default: the microphone), resuming at the bridge's next_sequence for this speaker */
   start (stream?: MediaStream): Promise<void>
-  /** stop capturing; resolves once every captured chunk is acknowledged or refused */
-  stop (): Promise<void>
+  /** stop capturing; resolves once every captured chunk is acknowledged or refused, with the number of
+   * streamed frames that could not be stored (0 when all were) */
+  stop (): Promise<number>
   drain (): Promise<void>
   resumeAt (): Promise<number>
   /** queue a chunk of your own capture; sent in order with the next sequence number */

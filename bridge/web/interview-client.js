@@ -134,7 +134,8 @@ export class InterviewClient extends EventTarget {
     this._emit('state', { recording: true, queued: this.queued })
   }
 
-  /** Stop capturing; resolves once every captured chunk is acknowledged (or given up as rejected). */
+  /** Stop capturing; resolves once every captured chunk is acknowledged (or given up as rejected), with how many
+   * streamed frames could not be stored (0 when all were). */
   async stop () {
     if (this._capture) await this._capture.stop()
     this._capture = null
@@ -142,10 +143,11 @@ export class InterviewClient extends EventTarget {
     this._meter = null
     for (const track of this.stream?.getTracks() ?? []) track.stop()
     this.recording = false
-    if (this._socket) await this._socket.end()
+    const lost = this._socket ? await this._socket.end() : 0
     this._socket = null
     await this.drain()
     this._emit('state', { recording: false, queued: this.queued })
+    return lost
   }
 
   /** Resolves when the queue is empty. */
@@ -300,11 +302,10 @@ class SocketSender {
 
   url () {
     const base = this.client.baseUrl || globalThis.location.origin
-    const query = new URLSearchParams({
+    const query = new URLSearchParams({ // the token goes in the first message, never in a URL
       session_id: this.client.sessionId,
       speaker: this.client.speaker,
-      mime_type: `audio/pcm;rate=${WAV_RATE}`,
-      token: this.client.token
+      mime_type: `audio/pcm;rate=${WAV_RATE}`
     })
     return `${base.replace(/^http/, 'ws')}/functions/v1/stream?${query}`
   }
@@ -315,6 +316,7 @@ class SocketSender {
       const socket = new WebSocket(this.url())
       socket.binaryType = 'arraybuffer'
       this.socket = socket
+      socket.onopen = () => socket.send(JSON.stringify({ type: 'auth', token: this.client.token }))
       let opened = false
       const timer = setTimeout(() => { if (!opened) { socket.close(); resolve(false) } }, 5000)
       socket.onmessage = (event) => {
@@ -355,15 +357,19 @@ class SocketSender {
   }
 
   _closed (code) {
-    if (code === 1000) return this.ending?.resolve()
-    if (code >= 4000 && code < 5000) { // refused: retrying the same frames would be refused again
-      const error = this.error ?? { error: `closed ${code}` }
+    if (code === 1000) return this.ending?.resolve(true)
+    if (this.stopped) return
+    const error = this.error ?? { error: `closed ${code}` }
+    this.error = null
+    const later = code === 4429 || code === 4503 // a limit or an outage: the same frames go again, later
+    if (code >= 4000 && code < 5000 && !later) { // refused: the same frames would be refused again
       this.client._emit('rejected', { sequence: this.unacked[0]?.sequence, ok: false, status: code - 4000, ...error })
-      if (code === 4409) this.client.closed = true
+      if (error.error === 'session_closed') this.client.closed = true
       this.unacked = []
-      return this.ending?.resolve()
+      return this.ending?.resolve(true)
     }
-    const delayMs = Math.min(this.client.maxDelayMs, 250 * 2 ** ++this.attempt)
+    let delayMs = Math.min(this.client.maxDelayMs, 250 * 2 ** ++this.attempt)
+    if (later) delayMs = Math.max(delayMs, 1000 * (error.retry_after ?? 1))
     this.client._emit('retry', { sequence: this.unacked[0]?.sequence, attempt: this.attempt, delayMs, reason: `socket closed ${code}` })
     setTimeout(() => this.open(), delayMs)
   }
@@ -376,13 +382,17 @@ class SocketSender {
     if (this.ready && this.socket.readyState === WebSocket.OPEN) this.socket.send(data)
   }
 
-  /** Every frame acknowledged, then `end`: the server turns what is pending into entries and closes. */
-  end () {
+  /** `end` after the frames: the server stores them, turns what is pending into entries and closes. Resolves
+   * with the frames still not acknowledged (0 when every one is stored); after 30 s it stops trying. */
+  async end () {
     let resolve
     const done = new Promise((r) => { resolve = r })
     this.ending = { resolve }
     if (this.ready && this.socket.readyState === WebSocket.OPEN) this.socket.send(JSON.stringify({ type: 'end' }))
-    return Promise.race([done, sleep(30000)])
+    await Promise.race([done, sleep(30000)])
+    this.stopped = true // no reconnect after this
+    if (this.socket.readyState === WebSocket.OPEN) this.socket.close()
+    return this.unacked.length
   }
 }
 

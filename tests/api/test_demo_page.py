@@ -29,15 +29,19 @@ async def test_the_page_and_its_client_module_are_served(make_settings: Callable
 
 
 async def test_a_loopback_bridge_gives_the_page_a_demo_tenant(make_settings: Callable[..., Settings]) -> None:
-    """Bound to 127.0.0.1, the page offers the demo tenant and its key starts a session; the same key each time."""
+    """Bound to 127.0.0.1, the page offers the demo tenant and its key starts a session (the same key each time),
+    but not to a request whose Host names another site."""
     async with in_process(create_app(make_settings(host="127.0.0.1"))) as client:
+        client.base_url = httpx.URL("http://127.0.0.1:8080")  # the page as the browser on this machine opens it
         assert 'data-demo-tenant="on"' in (await client.get("/")).text
         first = await client.post("/demo/tenant")
         second = await client.post("/demo/tenant")
         key = first.json()["api_key"]
         created = await client.post("/sessions", json={}, headers={"Authorization": f"Bearer {key}"})
+        rebound = await client.post("/demo/tenant", headers={"Host": "attacker.example:8080"})
     assert first.status_code == 201 and second.json()["api_key"] == key
     assert created.status_code == 201
+    assert rebound.status_code == 404  # a page on another name that resolves here (DNS rebinding) gets nothing
 
 
 @pytest.mark.parametrize(("host", "caller"), [("0.0.0.0", "127.0.0.1"), ("127.0.0.1", "203.0.113.9")])
