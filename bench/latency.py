@@ -155,7 +155,7 @@ async def main() -> None:
         "--at-once", action="store_true", help="run the interviews concurrently (a capacity check), not one by one"
     )
     args = parser.parse_args()
-    if args.stream:
+    if args.stream and args.chunk_seconds == 2.0:  # frames of 250 ms unless --chunk-seconds says otherwise
         args.chunk_seconds = 0.25
     found_folders = sorted((args.data / "synthetic").glob("interview_*"))
     folders = [found_folders[i % len(found_folders)] for i in range(args.interviews)]  # reused past the six
@@ -181,7 +181,8 @@ async def main() -> None:
             print(f"{folder.name}: {len(found.finals)} entries")
             total.add(found)
         await services.close()
-    shape = "250 ms PCM frames through the stream ingest" if args.stream else f"{args.chunk_seconds:g} s chunks"
+    frames = f"{args.chunk_seconds * 1000:g} ms PCM frames through the stream ingest"
+    shape = frames if args.stream else f"{args.chunk_seconds:g} s chunks"
     print(f"engine {args.engine}, {shape} at real-time pace, two speakers per session")
     describe("end of speech -> final entry", total.finals)
     describe("closing chunk posted -> final entry", total.closing)
