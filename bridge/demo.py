@@ -8,12 +8,12 @@ asks for a tenant key instead.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import uuid
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from litestar import Request, Response, get, post
 from litestar.status_codes import HTTP_201_CREATED
@@ -21,6 +21,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from shared.credentials import hash_api_key, new_api_key
 from shared.errors import NotFound
 from shared.models import Tenant, utcnow
+from shared.webhook.target import is_loopback
 
 WEB = Path(__file__).parent / "web"
 SUPABASE_JS = Path(__file__).resolve().parents[1] / "node_modules/@supabase/supabase-js/dist/umd/supabase.js"
@@ -35,15 +36,6 @@ FILES = {
 AnyRequest = Request[Any, Any, Any]
 
 
-def is_loopback(host: str | None) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host or "").is_loopback
-    except ValueError:
-        return False
-
-
 @dataclass
 class DemoTenant:
     """The demo tenant of this process: made on the first click, its key kept in memory only."""
@@ -55,6 +47,11 @@ class DemoTenant:
 @cache
 def _file(name: str) -> bytes:
     return (WEB / name).read_bytes()
+
+
+@cache
+def _supabase_js() -> bytes:
+    return SUPABASE_JS.read_bytes()
 
 
 def supabase_js_url() -> str:
@@ -84,17 +81,17 @@ async def web_file(request: AnyRequest) -> Response[bytes]:
 async def supabase_js() -> Response[bytes]:
     if not SUPABASE_JS.exists():
         raise NotFound("supabase-js is not installed here (npm ci); the page loads it from a CDN")
-    return Response(SUPABASE_JS.read_bytes(), media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
+    return Response(_supabase_js(), media_type="text/javascript", headers={"Cache-Control": "max-age=3600"})
 
 
 @post("/demo/tenant", status_code=HTTP_201_CREATED, include_in_schema=False)
 async def demo_tenant(request: AnyRequest) -> dict[str, str]:
     """The demo tenant's key, for a page on a loopback-bound bridge opened from this machine only."""
-    host = request.headers.get("host", "").rsplit(":", 1)[0].strip("[]")  # a rebound DNS name is not loopback
+    host = urlsplit("//" + request.headers.get("host", "")).hostname  # a rebound DNS name is not loopback
     if (
         not demo_available(request)
         or not is_loopback(request.client.host if request.client else None)
-        or not (is_loopback(host))
+        or not is_loopback(host)
     ):
         raise NotFound("there is no demo tenant on a bridge that listens beyond loopback; use a tenant key")
     state: DemoTenant = request.app.state.demo_tenant

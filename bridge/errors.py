@@ -37,8 +37,15 @@ def error_response(
     return Response({"error": code, "detail": detail}, status_code=status, headers=headers or None)
 
 
+def retry_after_for(exc: BridgeError) -> int | None:
+    """Seconds a client should wait before trying again: the error's own, else 5 for a limit or an outage."""
+    if exc.retry_after is not None:
+        return exc.retry_after
+    return 5 if exc.status_code in (429, 503) else None
+
+
 def bridge_error_handler(_: Request[Any, Any, Any], exc: BridgeError) -> Response[Any]:
-    retry = exc.retry_after if exc.retry_after is not None else (5 if exc.status_code in (429, 503) else None)
+    retry = retry_after_for(exc)
     headers = {"fly-replay": exc.fly_replay} if isinstance(exc, ServedElsewhere) else None
     return error_response(exc.status_code, exc.code, exc.detail, retry, headers)
 

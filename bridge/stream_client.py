@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from shared.audio.decode import decode_chunk
 from shared.audio.formats import inspect_chunk
+from shared.stt.wavio import pcm16_bytes
 
 RATE = 16_000
 MAX_RECONNECTS = 20
@@ -58,8 +58,7 @@ class StreamRun:
 def pcm_frames(path: Path, frame_ms: int) -> list[bytes]:
     """The file as s16le mono 16 kHz frames of `frame_ms`."""
     data = path.read_bytes()
-    pcm = decode_chunk(data, inspect_chunk(data, None))
-    ints = (np.clip(pcm, -1.0, 1.0) * 32767).astype("<i2").tobytes()
+    ints = pcm16_bytes(decode_chunk(data, inspect_chunk(data, None)))
     step = RATE * frame_ms // 1000 * 2
     return [ints[i : i + step] for i in range(0, len(ints), step)]
 

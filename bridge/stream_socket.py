@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from litestar import WebSocket, websocket
 
+from bridge.errors import retry_after_for
 from bridge.limits import CHUNKS
 from bridge.realtime.redact import redact_scope
 from bridge.services import Services
@@ -170,7 +171,7 @@ def _json(text: str | None) -> dict[str, Any]:
 async def _refuse(socket: AnySocket, exc: BridgeError) -> None:
     """The error as a message, then the close code 4000 + its HTTP status."""
     with contextlib.suppress(Exception):
-        retry = exc.retry_after if exc.retry_after is not None else (5 if exc.status_code in (429, 503) else None)
+        retry = retry_after_for(exc)
         message = {"type": "error", "error": exc.code, "detail": exc.detail}
         await socket.send_json(message if retry is None else {**message, "retry_after": retry})
         await socket.close(code=4000 + exc.status_code, reason=exc.code[:120])

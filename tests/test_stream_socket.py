@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -22,9 +21,10 @@ from bridge.services import Services
 from bridge.stream_client import StreamRefused, pcm_frames, socket_url, stream_frames
 from shared.settings import Settings
 from shared.stt.base import Transcriber
+from shared.stt.wavio import pcm16_bytes
 from shared.stt.wer import word_errors
 from tests.conftest import KeepOpen
-from tests.helpers import FIXTURES, load_pcm, wav_chunks
+from tests.helpers import FIXTURES, chunk_body, load_pcm, wav_chunks
 from tests.isolation.world import seed_api_key, serve
 
 SPEECH = FIXTURES / "live" / "two_sentences.flac"
@@ -55,8 +55,7 @@ class Running:
         """The same audio as process-audio chunks, then `end`: the transcript text."""
         headers = {"Authorization": f"Bearer {token}"}
         for sequence, chunk in enumerate(chunks):
-            body = {"session_id": session_id, "speaker": "candidate", "sequence_number": sequence,
-                    "audio_chunk": base64.b64encode(chunk).decode(), "mime_type": mime}  # fmt: skip
+            body = chunk_body(session_id, "candidate", sequence, chunk, mime)
             assert (await self.http.post("/functions/v1/process-audio", json=body, headers=headers)).status_code == 200
         return await self.end_and_read(token, session_id)
 
@@ -224,9 +223,7 @@ async def test_a_streamed_speaker_gets_its_line_at_a_shorter_pause_than_chunks(
     second = load_pcm(FIXTURES / "speech" / "librispeech_7902-96591-0000.wav")[int(16_000 * 0.32) :]  # from its first
     pause, tail = np.zeros(int(16_000 * 0.6), np.float32), np.zeros(int(16_000 * 0.3), np.float32)
     audio = np.concatenate([first, pause, second, tail])
-    frames = [
-        (np.clip(piece, -1, 1) * 32767).astype("<i2").tobytes() for piece in np.array_split(audio, len(audio) // 4_000)
-    ]
+    frames = [pcm16_bytes(piece) for piece in np.array_split(audio, len(audio) // 4_000)]
     async with bridge(make_settings()) as running:
         key = await running.tenant_key()
         streamed_id, streamed_token = await running.session(key)
@@ -237,8 +234,7 @@ async def test_a_streamed_speaker_gets_its_line_at_a_shorter_pause_than_chunks(
             assert json.loads(await socket.recv())["type"] in ("ack", "partial", "entry")
         chunked_id, chunked_token = await running.session(key)
         for sequence, chunk in enumerate(wav_chunks(audio, 0.25)):
-            body = {"session_id": chunked_id, "speaker": "a", "sequence_number": sequence, "mime_type": "audio/wav",
-                    "audio_chunk": base64.b64encode(chunk).decode()}  # fmt: skip
+            body = chunk_body(chunked_id, "a", sequence, chunk)
             headers = {"Authorization": f"Bearer {chunked_token}"}
             assert (
                 await running.http.post("/functions/v1/process-audio", json=body, headers=headers)

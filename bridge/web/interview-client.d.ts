@@ -60,6 +60,8 @@ export function defaultMode (): CaptureMode
 export function levelState (peakDb: number): LevelState
 export function resample (samples: Float32Array, from: number, to: number): Float32Array
 export function encodeWav (samples: Float32Array, rate: number): Uint8Array
+/** raw s16le samples, as the stream mode sends them */
+export function pcm16 (samples: Float32Array): Uint8Array
 export function toBase64 (bytes: Uint8Array): string
 
 export class InterviewClient extends EventTarget {

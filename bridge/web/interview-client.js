@@ -124,10 +124,10 @@ export class InterviewClient extends EventTarget {
     if (this.mode !== 'stream' && this._queue.length === 0) this._nextSequence = await this.resumeAt()
     this._meter = new LevelMeter(stream, (detail) => this._emit('level', detail))
     if (this.mode === 'stream') {
-      this._capture = await WavCapture.open(stream, STREAM_FRAME_MS, (wav) => this._socket.send(wav.subarray(44)))
+      this._capture = await PcmCapture.open(stream, STREAM_FRAME_MS, (samples) => this._socket.send(pcm16(samples)))
     } else {
       this._capture = this.mode === 'wav'
-        ? await WavCapture.open(stream, this.chunkMs, (data) => this._enqueue(data, 'audio/wav'))
+        ? await PcmCapture.open(stream, this.chunkMs, (samples) => this._enqueue(encodeWav(samples, WAV_RATE), 'audio/wav'))
         : MediaRecorderCapture.open(stream, this.chunkMs, (data, type) => this._enqueue(data, type))
     }
     this.recording = true
@@ -425,14 +425,14 @@ class MediaRecorderCapture {
   }
 }
 
-/** An AudioWorklet taking raw PCM; every `chunkMs` the samples become a standalone 16 kHz WAV. */
-class WavCapture {
+/** An AudioWorklet taking raw PCM; every `chunkMs` the samples, resampled to 16 kHz, go to `onChunk`. */
+class PcmCapture {
   static async open (stream, chunkMs, onChunk) {
     const context = new AudioContext()
     await context.audioWorklet.addModule(new URL('./pcm-worklet.js', import.meta.url))
     const source = context.createMediaStreamSource(stream)
     const node = new AudioWorkletNode(context, 'pcm-capture')
-    const capture = new WavCapture(context, source, node, chunkMs, onChunk)
+    const capture = new PcmCapture(context, source, node, chunkMs, onChunk)
     node.port.onmessage = (event) => capture._take(event.data)
     source.connect(node)
     return capture
@@ -459,7 +459,7 @@ class WavCapture {
     for (const frame of this.frames) { samples.set(frame, at); at += frame.length }
     this.frames = []
     this.count = 0
-    this.onChunk(encodeWav(resample(samples, this.context.sampleRate, WAV_RATE), WAV_RATE))
+    this.onChunk(resample(samples, this.context.sampleRate, WAV_RATE))
   }
 
   async stop () {
@@ -531,17 +531,26 @@ export function resample (samples, from, to) {
   return out
 }
 
-/** 16-bit mono PCM WAV bytes. */
+/** 16-bit mono PCM WAV bytes: the header, then `pcm16(samples)`. */
 export function encodeWav (samples, rate) {
-  const view = new DataView(new ArrayBuffer(44 + samples.length * 2))
+  const data = pcm16(samples)
+  const bytes = new Uint8Array(44 + data.length)
+  const view = new DataView(bytes.buffer)
   const text = (at, value) => { for (let i = 0; i < value.length; i++) view.setUint8(at + i, value.charCodeAt(i)) }
-  text(0, 'RIFF'); view.setUint32(4, 36 + samples.length * 2, true); text(8, 'WAVE')
+  text(0, 'RIFF'); view.setUint32(4, 36 + data.length, true); text(8, 'WAVE')
   text(12, 'fmt '); view.setUint32(16, 16, true); view.setUint16(20, 1, true); view.setUint16(22, 1, true)
   view.setUint32(24, rate, true); view.setUint32(28, rate * 2, true); view.setUint16(32, 2, true)
-  view.setUint16(34, 16, true); text(36, 'data'); view.setUint32(40, samples.length * 2, true)
+  view.setUint16(34, 16, true); text(36, 'data'); view.setUint32(40, data.length, true)
+  bytes.set(data, 44)
+  return bytes
+}
+
+/** Raw s16le samples (what the stream mode sends, and a WAV's data). */
+export function pcm16 (samples) {
+  const view = new DataView(new ArrayBuffer(samples.length * 2))
   for (let i = 0; i < samples.length; i++) {
     const value = Math.max(-1, Math.min(1, samples[i]))
-    view.setInt16(44 + i * 2, value < 0 ? value * 0x8000 : value * 0x7fff, true)
+    view.setInt16(i * 2, value < 0 ? value * 0x8000 : value * 0x7fff, true)
   }
   return new Uint8Array(view.buffer)
 }

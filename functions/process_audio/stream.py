@@ -15,6 +15,7 @@ live path, and nothing piles up without limit.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from functions.process_audio.live import ChunkResult, LivePath
@@ -70,19 +71,14 @@ class SpeakerStreamIngest:
     fmt: StreamFormat
     next_sequence: int
     closing: bool = False  # a socket opened within the grace after `end`: its frames are the last ones
-    clock: object = field(default=time.monotonic, repr=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
     frames: int = 0
     audio_s: float = 0.0  # audio received on this connection, counted from below
     carry: bytes = b""  # WebM: the end of the last frame that is not a whole element yet, joined to the next
     started: float = field(default=0.0, init=False)
 
     def __post_init__(self) -> None:
-        self.started = self._now()
-
-    def _now(self) -> float:
-        now = self.clock()  # type: ignore[operator]
-        assert isinstance(now, float)
-        return now
+        self.started = self.clock()
 
     async def take(self, frame: bytes) -> tuple[ChunkResult, bool]:
         """Store one frame as the next chunk; (its result, whether its ack waited for the live path)."""
@@ -96,7 +92,7 @@ class SpeakerStreamIngest:
             raise InvalidRequest("this speaker has used every sequence number")
         self.frames += 1
         self.audio_s += len(frame) / (2 * self.fmt.pcm_rate) if self.fmt.pcm_rate else MIN_FRAME_S
-        throttled = self.audio_s - (self._now() - self.started) > AHEAD_LIMIT_S
+        throttled = self.audio_s - (self.clock() - self.started) > AHEAD_LIMIT_S
         result = await self.live.accept(
             self.session,
             self.speaker,

@@ -9,20 +9,19 @@ import numpy as np
 
 from shared.stt.base import SAMPLE_RATE, Pcm
 
-__all__ = ["pcm_from_wav_bytes", "wav_bytes", "wav_header"]
+__all__ = ["pcm16_bytes", "pcm_from_wav_bytes", "wav_bytes", "wav_header"]
+
+
+def pcm16_bytes(pcm: Pcm) -> bytes:
+    """Mono float32 PCM in [-1, 1] as raw s16le samples (values outside the range are clipped)."""
+    samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
+    return (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
 
 
 def wav_bytes(pcm: Pcm, sample_rate: int = SAMPLE_RATE) -> bytes:
     """Encode mono float32 PCM in [-1, 1] as a 16-bit PCM WAV file (values outside the range are clipped)."""
-    samples = np.asarray(pcm, dtype=np.float32).reshape(-1)
-    ints = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(ints.tobytes())
-    return buffer.getvalue()
+    samples = pcm16_bytes(pcm)
+    return wav_header(sample_rate, len(samples)) + samples
 
 
 def wav_header(sample_rate: int, data_bytes: int) -> bytes:

@@ -20,11 +20,14 @@ from shared.errors import InvalidRequest
 LOOPBACK_NAMES = frozenset({"localhost"})
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """`localhost`, 127.0.0.0/8 or ::1 (brackets allowed): this machine only. The webhook rules and the demo
+    tenant share it."""
+    host = (host or "").strip("[]")
     if host.lower() in LOOPBACK_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
@@ -37,7 +40,7 @@ def check_webhook_url(url: str) -> str:
         raise InvalidRequest(f"webhook URL {url!r} is not a URL: {exc}") from exc
     if parsed.scheme not in ("https", "http") or not parsed.host:
         raise InvalidRequest(f"webhook URL {url!r} must be an https URL")
-    if parsed.scheme == "http" and not _is_loopback(parsed.host):
+    if parsed.scheme == "http" and not is_loopback(parsed.host):
         raise InvalidRequest(f"webhook URL {url!r} must use https (plain http is allowed on loopback only)")
     if parsed.userinfo:
         raise InvalidRequest("webhook URL must not carry a user name or password; sign requests with the secret")

@@ -51,10 +51,9 @@ def bridge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
     assert (REPO / "node_modules/playwright-core/package.json").exists(), "playwright-core is missing: run npm ci"
     root = tmp_path_factory.mktemp("browser")
     pcm = load_pcm(SPEECH)
-    silence = np.zeros
+    lead, tail = np.zeros(int(16_000 * LEAD_S), np.float32), np.zeros(int(16_000 * TAIL_S), np.float32)
     microphone = root / "speech.wav"
-    microphone.write_bytes(wav_bytes(np.concatenate([silence(int(16_000 * LEAD_S), np.float32), pcm,
-                                                     silence(int(16_000 * TAIL_S), np.float32)])))  # fmt: skip
+    microphone.write_bytes(wav_bytes(np.concatenate([lead, pcm, tail])))
     whole = subprocess.run(
         [str(BIN / "interview-bridge"), "transcribe", str(microphone), "--chunk-seconds", "0", "--engine", "local"],
         check=True,
@@ -156,8 +155,9 @@ def test_a_reload_mid_interview_resumes_at_the_next_sequence(bridge: Bridge, mod
     score(bridge, result["finals"], f"{mode} with a reload")
 
 
-def test_the_page_is_served_with_its_client_and_a_demo_tenant_only_on_loopback(bridge: Bridge) -> None:
-    """`/` and `/interview-client.js` answer; the demo tenant's key works for POST /sessions."""
+def test_the_running_server_serves_the_page_its_client_and_a_working_demo_tenant(bridge: Bridge) -> None:
+    """On a real loopback `serve`, `/` and `/interview-client.js` answer and the demo tenant's key starts a
+    session (tests/api/test_demo_page.py shows there is no demo tenant beyond loopback)."""
     page = httpx.get(f"{bridge.url}/")
     assert page.status_code == 200 and 'id="record"' in page.text and 'data-demo-tenant="on"' in page.text
     client = httpx.get(f"{bridge.url}/interview-client.js")

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { test } from 'node:test'
 
 import {
-  InterviewClient, encodeWav, levelState, resample, toBase64, WAV_RATE
+  InterviewClient, encodeWav, levelState, pcm16, resample, toBase64, WAV_RATE
 } from '../../bridge/web/interview-client.js'
 
 const json = (status, body, headers = {}) => new Response(JSON.stringify(body), {
@@ -130,6 +130,7 @@ test('WAV chunks are 16-bit mono at 16 kHz, resampled from the microphone rate',
   assert.equal(view.getUint16(34, true), 16)
   assert.equal(view.getUint32(40, true), 32000)
   assert.equal(wav.length, 44 + 32000)
+  assert.deepEqual(wav.subarray(44), pcm16(pcm)) // the stream mode's frames are a WAV's data, without its header
 })
 
 test('the level meter says silent, very quiet, ok and clipping, and base64 survives large chunks', () => {
