@@ -15,14 +15,16 @@ import tempfile
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from shared.credentials import hash_api_key, new_api_key, new_webhook_secret
 from shared.errors import ConfigurationError
 from shared.models import Tenant, utcnow
-from shared.settings import Settings
+from shared.settings import EngineName, Settings
 
 log = logging.getLogger("bridge.cli")
+
+ENGINE_CHOICES = list(get_args(EngineName))
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -45,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the bridge (embedded defaults: SQLite, local hub, local model)")
     serve.add_argument("--host", default=None)
     serve.add_argument("--port", type=int, default=None)
-    serve.add_argument("--engine", choices=["auto", "local", "openai", "simulate"], default=None)
+    serve.add_argument("--engine", choices=ENGINE_CHOICES, default=None)
     serve.add_argument("--workers", type=int, default=None, help="server processes (default: $WORKERS, else 1)")
     _add_data_dir(serve)
 
@@ -64,13 +66,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     transcribe = commands.add_parser("transcribe", help="push audio files through the live path, print transcripts")
     transcribe.add_argument("files", nargs="+")
-    transcribe.add_argument("--engine", choices=["auto", "local", "openai", "simulate"], default=None)
+    transcribe.add_argument("--engine", choices=ENGINE_CHOICES, default=None)
     transcribe.add_argument("--chunk-seconds", type=float, default=2.0)
     transcribe.add_argument("--format", choices=["text", "json"], default="text")
     _add_data_dir(transcribe)
 
     reap_parser = commands.add_parser("reap", help="one session reaper pass; prints its summary as one JSON line")
-    reap_parser.add_argument("--engine", choices=["auto", "local", "openai", "simulate"], default=None)
+    reap_parser.add_argument("--engine", choices=ENGINE_CHOICES, default=None)
     reap_parser.add_argument(
         "--every", type=float, default=None, help="repeat a pass every SECONDS until SIGTERM (a reaper machine)"
     )

@@ -221,6 +221,7 @@ def build_services(
             gap_timeout_s=settings.gap_timeout_s,
             partials=partials,
             retry_base_s=settings.engine_retry_s,
+            engine_timeout_s=settings.openai_timeout_s,
             workers=run_slots(settings, transcriber),
         ),
     )

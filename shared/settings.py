@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-EngineName = Literal["auto", "local", "openai", "simulate"]
+EngineName = Literal["auto", "local", "openai", "openai-realtime", "simulate"]
 StoreName = Literal["auto", "sqlite", "postgres", "supabase"]
 BroadcasterName = Literal["auto", "local", "supabase"]
 OnOff = Literal["on", "off"]

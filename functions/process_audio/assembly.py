@@ -81,6 +81,18 @@ class Assembly:
         state.buffer = buffer
         return buffer
 
+    def has_news(self, state: SpeakerState) -> bool:
+        """A streaming engine has something for a run without a new chunk (see `RealtimeAssembly`)."""
+        return False
+
+    async def resume(self, session: Session, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer) -> None:
+        """Before a run takes chunks: nothing to do unless the engine streams (see `RealtimeAssembly`)."""
+
+    async def heard(
+        self, session: Session, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer, pcm: Pcm
+    ) -> None:
+        """A chunk's audio joined the open utterance: nothing to do unless the engine streams."""
+
     async def absorb(
         self, session: Session, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer, chunk: StoredChunk
     ) -> list[TranscriptEntry]:
@@ -108,6 +120,7 @@ class Assembly:
         done: list[int] = []
         if len(pcm):  # levels and the speech model, off the event loop
             await off_loop(buffer.append, sequence, pcm)
+            await self.heard(session, stream, state, buffer, pcm)
         else:
             done.append(sequence)
             if buffer.total == 0:

@@ -22,6 +22,7 @@ from functions.process_audio.arrivals import ArrivalCache
 from functions.process_audio.assembly import LEASE_SECONDS, Assembly
 from functions.process_audio.buffer import SpeakerBuffer
 from functions.process_audio.config import LiveConfig
+from functions.process_audio.realtime_assembly import RealtimeAssembly
 from functions.process_audio.scheduler import RunScheduler
 from functions.process_audio.segmenter import SAMPLES_PER_MS
 from functions.process_audio.speaker_audio import SpeakerAudio
@@ -34,7 +35,7 @@ from shared.broadcast.vocabulary import PARTIAL_EVENT, session_topic
 from shared.errors import EngineUnavailable, SequenceConflict, StoreConflict
 from shared.models import InsertOutcome, NewChunk, Session, SessionStatus, SpeakerStream, TranscriptEntry, utcnow
 from shared.store.base import Store, StreamLeaseLost
-from shared.stt.base import Transcriber
+from shared.stt.base import StreamingTranscriber, Transcriber, TranscriptStream
 
 __all__ = ["ChunkResult", "LiveConfig", "LivePath"]
 
@@ -60,6 +61,11 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
     """A partial nobody awaits still reports what went wrong."""
     if not task.cancelled() and task.exception() is not None:
         log.error("a partial failed", exc_info=task.exception())
+
+
+def _close_later(upstream: TranscriptStream) -> None:
+    """A forgotten speaker's engine connection, closed without waiting (its audio is all settled or stored)."""
+    asyncio.get_running_loop().create_task(upstream.close()).add_done_callback(_log_failure)
 
 
 def _digest(data: bytes) -> str:
@@ -89,7 +95,16 @@ class LivePath:
         self.audio = SpeakerAudio(store, self.arrivals)
         self.detector = detector or shared_detector()
         self.usage = UsageMeter(store)  # partials' engine use; what a run stores is counted with it
-        self.assembly = Assembly(store, transcriber, broadcaster, self.detector, self.audio, config, self.owner, clock)
+        if isinstance(transcriber, StreamingTranscriber):
+            realtime = RealtimeAssembly(
+                store, transcriber, broadcaster, self.detector, self.audio, config, self.owner, clock
+            )
+            realtime.request_run = lambda session, speaker: self.runs.request(session, speaker)
+            self.assembly: Assembly = realtime
+        else:
+            self.assembly = Assembly(
+                store, transcriber, broadcaster, self.detector, self.audio, config, self.owner, clock
+            )
         self.runs: RunScheduler[RunResult] = RunScheduler(self.pump, config.workers)
         self.engine_failing = False  # the last engine call failed: new chunks are answered `queued`
         self._speakers: dict[tuple[str, str], SpeakerState] = {}
@@ -196,6 +211,8 @@ class LivePath:
                 continue
             if state.timer is not None:
                 state.timer.cancel()
+            if state.upstream is not None:
+                _close_later(state.upstream)
             del self._speakers[key]
             self.arrivals.forget(*key)
 
@@ -236,6 +253,7 @@ class LivePath:
         assembly = self.assembly
         buffer = await assembly.buffer(session, stream, state)
         try:
+            await assembly.resume(session, stream, state, buffer)
             while True:
                 pending = await self.store.list_chunks(session.id, speaker, pending_only=True)
                 for late in [c for c in pending if c.sequence_number < stream.buffer_sequence]:
@@ -265,6 +283,8 @@ class LivePath:
                     break
                 if final and buffer.total:
                     entries.extend(await assembly.cut(session, stream, state, buffer, final=True))
+                elif assembly.has_news(state):
+                    entries.extend(await assembly.cut(session, stream, state, buffer, final=final))
                 break
         except EngineUnavailable as exc:
             self.engine_failing = True
@@ -285,7 +305,7 @@ class LivePath:
             self.engine_failing = False
         if entries:
             state.partial_text = None
-        if self.config.partials and not final:  # what is still open after this run, entries or not
+        if self.config.partials and not final and not isinstance(assembly, RealtimeAssembly):  # deltas are its own
             self._maybe_partial(session, speaker, stream, state, buffer)
         return entries, False
 
@@ -383,4 +403,8 @@ class LivePath:
             if state.partial_task is not None:
                 state.partial_task.cancel()
         await self.runs.drain(within_s=10)
+        for state in self._speakers.values():
+            if state.upstream is not None:
+                await state.upstream.close()
+                state.upstream = None
         await self.usage.flush()

@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from functions.process_audio.buffer import SpeakerBuffer
-from shared.stt.base import Pcm
+from shared.stt.base import Pcm, TranscriptStream
 
 
 @dataclass
@@ -40,3 +40,7 @@ class SpeakerState:
     retries: int = 0  # engine failures in a row, for the retry backoff
     last_used: float = 0.0
     streaming: bool = False  # its audio comes over the streaming socket: finals at the shorter pause
+    # a streaming engine's connection (openai-realtime), fed from `upstream_buffer`
+    upstream: TranscriptStream | None = None
+    upstream_buffer: SpeakerBuffer | None = None
+    heard_through: int = -1  # the last chunk sent up the connection

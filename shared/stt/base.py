@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
+
+from shared.errors import EngineUnavailable
 
 Pcm = npt.NDArray[np.float32]
 SAMPLE_RATE = 16_000
@@ -71,3 +74,56 @@ class ReadyAtOnce:
 
     async def wait_ready(self) -> None:
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class SettledItem:
+    """An utterance a streaming engine finished: its text and where it lies on the speaker's clock (ms)."""
+
+    text: str
+    start_ms: int
+    end_ms: int  # the end of the audio it consumed, the pause that ended it included
+    speech_end_ms: int  # where the speech itself ended
+
+
+class TranscriptStream(Protocol):
+    """One live speaker's connection to a streaming engine, whose own VAD decides where utterances end."""
+
+    origin_ms: int
+    failure: EngineUnavailable | None
+
+    @property
+    def busy(self) -> bool:
+        """Speech is open or an utterance waits for its text."""
+
+    @property
+    def has_settled(self) -> bool:
+        """The first utterance not yet taken has its final text."""
+
+    @property
+    def settled_ms(self) -> int:
+        """Audio (ms on this connection) that no utterance can still reach back into: safe to drop."""
+
+    async def append(self, pcm: Pcm) -> None: ...
+
+    async def finish(self, timeout_s: float) -> None:
+        """End the open utterance and wait for every text; EngineUnavailable when it does not come."""
+
+    def take_settled(self) -> list[SettledItem]: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingTranscriber(Transcriber, Protocol):
+    """An engine that takes a speaker's audio as it comes and cuts it into utterances itself (`openai-realtime`)."""
+
+    async def open_stream(
+        self,
+        *,
+        origin_ms: int,
+        language: str | None,
+        prompt: str | None,
+        on_change: Callable[[], None],
+        on_partial: Callable[[str], None],
+    ) -> TranscriptStream: ...

@@ -22,7 +22,7 @@ NO_ENGINE_MESSAGE = (
 
 
 def resolve_engine_name(settings: Settings) -> str:
-    """The engine `settings` selects: `openai`, `local` or `simulate`; ConfigurationError when none can work."""
+    """The engine `settings` selects: `openai`, `openai-realtime`, `local` or `simulate`; ConfigurationError when none can work."""
     engine = settings.stt_engine
     if engine == "auto":
         if settings.openai_api_key:
@@ -30,9 +30,9 @@ def resolve_engine_name(settings: Settings) -> str:
         if local_engine_available(settings.whisper_model):
             return "local"
         raise ConfigurationError(NO_ENGINE_MESSAGE)
-    if engine == "openai" and not settings.openai_api_key:
+    if engine in ("openai", "openai-realtime") and not settings.openai_api_key:
         raise ConfigurationError(
-            f"STT_ENGINE=openai needs OPENAI_API_KEY; set it, or use STT_ENGINE=local ({LOCAL_INSTALL_HINT})"
+            f"STT_ENGINE={engine} needs OPENAI_API_KEY; set it, or use STT_ENGINE=local ({LOCAL_INSTALL_HINT})"
         )
     if engine == "local" and not local_engine_available(settings.whisper_model):
         raise ConfigurationError(
@@ -50,6 +50,15 @@ def create_transcriber(settings: Settings) -> Transcriber:
 
         return OpenAITranscriber(
             settings.openai_api_key or "",  # resolve_engine_name checked that it is set
+            model=settings.openai_model,
+            base_url=settings.openai_base_url,
+            timeout_s=settings.openai_timeout_s,
+        )
+    if engine == "openai-realtime":
+        from shared.stt.openai_realtime import RealtimeTranscriber
+
+        return RealtimeTranscriber(
+            settings.openai_api_key or "",
             model=settings.openai_model,
             base_url=settings.openai_base_url,
             timeout_s=settings.openai_timeout_s,

@@ -13,6 +13,7 @@ from shared.settings import Settings
 from shared.stt.factory import create_transcriber
 from shared.stt.local import LocalTranscriber
 from shared.stt.openai_engine import OpenAITranscriber
+from shared.stt.openai_realtime import RealtimeTranscriber
 from shared.stt.simulate import SimulatedTranscriber
 
 
@@ -106,3 +107,15 @@ async def test_openai_settings_reach_the_engine() -> None:
     assert engine.timeout_s == 7.5
     assert engine.response_format == "verbose_json"
     await engine.close()
+
+
+async def test_openai_realtime_is_chosen_by_name_and_needs_a_key() -> None:
+    """STT_ENGINE=openai-realtime builds the Realtime engine with OPENAI_MODEL; without a key start-up names it."""
+    engine = create_transcriber(
+        settings(stt_engine="openai-realtime", openai_api_key="sk-test", openai_model="gpt-4o-mini-transcribe")
+    )
+    assert isinstance(engine, RealtimeTranscriber)
+    assert (engine.name, engine.model, engine.ready) == ("openai-realtime", "gpt-4o-mini-transcribe", True)
+    await engine.close()
+    with pytest.raises(ConfigurationError, match="STT_ENGINE=openai-realtime needs OPENAI_API_KEY"):
+        create_transcriber(settings(stt_engine="openai-realtime"))
