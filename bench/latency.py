@@ -41,6 +41,7 @@ from shared.credentials import hash_api_key, new_api_key  # noqa: E402
 from shared.models import Session, Tenant, utcnow  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.stt.wavio import wav_bytes  # noqa: E402
+from shared.stt.wer import word_errors  # noqa: E402
 
 PAUSE_S = 0.8  # the segmenter's pause that closes an utterance
 
@@ -78,9 +79,15 @@ class Latencies:
     partials: list[float] = field(default_factory=list)  # start of speech -> first partial
     partial_chunks: int = 0  # chunks that extended an open utterance and were followed by a partial through them
     extending_chunks: int = 0
+    spoken_finals: list[float] = field(default_factory=list)  # the last word's end (segments.tsv) -> entry
+    word_errors: int = 0  # the transcript against the script, per speaker
+    words: int = 0
 
     def add(self, other: Latencies) -> None:
         self.finals += other.finals
+        self.spoken_finals += other.spoken_finals
+        self.word_errors += other.word_errors
+        self.words += other.words
         self.closing += other.closing
         self.partials += other.partials
         self.partial_chunks += other.partial_chunks
@@ -128,7 +135,29 @@ async def one_interview(
             before = [v for k, v in firsts.items() if k.startswith(p["speaker"] + ":") and spoken <= v <= at - t0]
             if before:
                 partials.append(min(before) - spoken)
-    return Latencies(finals, closing, partials, covered, len(extending))
+    spoken = spoken_ends(folder)
+    spoken_finals = []
+    for at, p in entries:  # the last sentence of this speaker that ends inside the entry's audio
+        ends = [
+            end for role, end in spoken if role == p["speaker"] and p["start_ms"] / 1000 < end <= p["end_ms"] / 1000
+        ]
+        if ends:
+            spoken_finals.append(at - (t0 + max(ends)))
+    errors = words = 0
+    for role, path in paths.items():
+        said = " ".join(
+            p["text"]
+            for _, p in sorted((e for e in entries if e[1]["speaker"] == role), key=lambda e: e[1]["start_ms"])
+        )
+        found_errors, found_words = word_errors(path.with_suffix(".txt").read_text(encoding="utf-8"), said)
+        errors, words = errors + found_errors, words + found_words
+    return Latencies(finals, closing, partials, covered, len(extending), spoken_finals, errors, words)
+
+
+def spoken_ends(folder: Path) -> list[tuple[str, float]]:
+    """(speaker, end of the sentence in s) for every sentence the interview's script says was spoken."""
+    rows = (folder / "segments.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return [(row.split("\t")[2], float(row.split("\t")[1])) for row in rows if row.strip()]
 
 
 def describe(label: str, values: list[float]) -> None:
@@ -180,17 +209,31 @@ async def main() -> None:
         for folder, found in results:
             print(f"{folder.name}: {len(found.finals)} entries")
             total.add(found)
+        speculated = services.live.assembly.speculations_used
+        bare_errors = 0
+        for folder in sorted(set(folders)):  # the bare model on each whole track: what the bridge should match
+            for path in sorted(folder.glob("*.wav")):
+                heard = await services.transcriber.transcribe(pcm_of(path), language="en")
+                bare_errors += word_errors(path.with_suffix(".txt").read_text(encoding="utf-8"), heard.text)[0]
+        bare_errors *= len(folders) // max(1, len(set(folders)))
         await services.close()
     frames = f"{args.chunk_seconds * 1000:g} ms PCM frames through the stream ingest"
     shape = frames if args.stream else f"{args.chunk_seconds:g} s chunks"
     print(f"engine {args.engine}, {shape} at real-time pace, two speakers per session")
-    describe("end of speech -> final entry", total.finals)
+    describe("end of speech (the script's last word) -> final entry", total.spoken_finals)
+    describe("end of the entry's audio (end_ms, after the kept tail) -> final entry", total.finals)
     describe("closing chunk posted -> final entry", total.closing)
     describe("start of speech -> first partial", total.partials)
     print(
         f"chunks extending an open utterance followed by a partial through them: "
         f"{total.partial_chunks} of {total.extending_chunks}"
     )
+    print(
+        f"word errors against the script: {total.word_errors}/{total.words} "
+        f"({total.word_errors / max(1, total.words):.1%}); the bare model on the whole tracks: {bare_errors}"
+    )
+    if args.stream:
+        print(f"finals whose decode began during the pause: {speculated} of {len(total.finals)}")
 
 
 if __name__ == "__main__":

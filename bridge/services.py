@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import uuid
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -49,10 +51,18 @@ def token_secret(settings: Settings) -> str:
     if path.exists():
         return path.read_text(encoding="utf-8").strip()
     path.parent.mkdir(parents=True, exist_ok=True)
-    secret = secrets.token_urlsafe(48)
-    path.write_text(secret, encoding="utf-8")
-    path.chmod(0o600)
-    return secret
+    # Written whole under another name, then linked into place: processes starting together (`serve --workers`,
+    # two `reap` runs) never read a half-written secret, and all of them end up with the one that won.
+    draft = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
+    draft.write_text(secrets.token_urlsafe(48), encoding="utf-8")
+    draft.chmod(0o600)
+    try:
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text(encoding="utf-8").strip()
 
 
 @dataclass
@@ -222,6 +232,7 @@ def build_services(
             partials=partials,
             retry_base_s=settings.engine_retry_s,
             engine_timeout_s=settings.openai_timeout_s,
+            speculate=transcriber.name in ("local", "simulate"),  # a wasted decode costs nothing here
             workers=run_slots(settings, transcriber),
         ),
     )

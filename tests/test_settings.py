@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from bridge.cli import _settings, build_parser
+from bridge.services import token_secret
 from shared.settings import Settings
 
 
@@ -69,3 +71,16 @@ def test_speaker_runs_at_once_are_sized_for_the_engine(
     )
     services = build_services(settings)
     assert services.live.config.workers == slots
+
+
+def _secret_in(data_dir: str) -> str:
+    return token_secret(Settings(_env_file=None, data_dir=Path(data_dir), session_token_secret=None))  # type: ignore[call-arg]
+
+
+def test_processes_starting_together_share_one_generated_token_secret(tmp_path: Path) -> None:
+    """Without SESSION_TOKEN_SECRET, processes that start at once on one data dir (two `reap` runs, `serve
+    --workers`) all read the same whole secret: none sees it half-written, none keeps one of its own."""
+    with ProcessPoolExecutor(max_workers=6) as pool:
+        found = list(pool.map(_secret_in, [str(tmp_path / "data")] * 48))
+    assert len(set(found)) == 1 and len(found[0]) >= 32
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["session_token_secret"]

@@ -8,6 +8,7 @@ argument; where assembly stands is saved to the store with every decision, fence
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -17,9 +18,9 @@ import numpy as np
 from functions.process_audio.audio_thread import off_loop
 from functions.process_audio.buffer import SpeakerBuffer
 from functions.process_audio.config import LiveConfig
-from functions.process_audio.segmenter import SAMPLES_PER_MS, Decision, decide
+from functions.process_audio.segmenter import SAMPLES_PER_MS, Decision, SegmenterConfig, decide
 from functions.process_audio.speaker_audio import SpeakerAudio
-from functions.process_audio.speaker_state import SpeakerState
+from functions.process_audio.speaker_state import SpeakerState, Speculation
 from functions.process_audio.utterance import transcribe_utterance
 from functions.transcript_bridge.service import deliver_entry
 from shared.audio.levels import block_gains, for_engine
@@ -35,7 +36,30 @@ log = logging.getLogger("bridge.live")
 
 LEASE_SECONDS = 15.0  # a crashed worker's streams are taken over after this; renewed before engine calls
 TYPICAL_CHUNK_MS = 2000  # what a skipped (missing) chunk counts for on the clock: a browser's usual timeslice
+SPECULATE_AFTER_MS = 100  # a streamed speaker's pause this long starts the decode of the utterance
+SPECULATION_SLACK_MS = 100  # how far the speech detector may still move the utterance's end
 LATE_LOOKBACK_CHUNKS = 256  # a late chunk's place is measured over at most this many chunks, then estimated
+
+
+def _covers(
+    speculation: Speculation, audio: Pcm, speech_ends_at: int, prompt: str | None, language: str | None
+) -> bool:
+    """A speculation stands for the final decode of `audio` (whose speech ends at sample `speech_ends_at`) when it
+    had the same samples through all of that speech, the same length give or take a little silence, and the same
+    prompt and language: what it decoded differs from `audio` only in part of the silence after the speech."""
+    common = min(len(speculation.heard), len(audio))
+    return (
+        (speculation.prompt, speculation.language) == (prompt, language)
+        and speech_ends_at <= len(speculation.heard)
+        and abs(speculation.length - len(audio)) <= SPECULATION_SLACK_MS * SAMPLES_PER_MS
+        and bool(np.array_equal(speculation.heard[:common], audio[:common]))
+    )
+
+
+def _retrieve(task: asyncio.Task[tuple[Transcription, int]]) -> None:
+    """A speculation nobody used still has its failure read (it is retried by the final, if one comes)."""
+    if not task.cancelled():
+        task.exception()
 
 
 class Assembly:
@@ -61,6 +85,7 @@ class Assembly:
         self.owner = owner
         self.clock = clock
         self.engine_calls = 0
+        self.speculations_used = 0  # finals whose decode began during the pause (streamed speakers)
 
     async def buffer(self, session: Session, stream: SpeakerStream, state: SpeakerState) -> SpeakerBuffer:
         """The cached open utterance if it matches the stored stream, else one rebuilt from the pending chunks."""
@@ -152,10 +177,59 @@ class Assembly:
         if audio_ms or engine_calls:
             usage = UsageCount(session.tenant_id, self.clock().date(), audio_ms, engine_ms, engine_calls)
         write = await self.save(stream, state, buffer, done=done, entry=entry, usage=usage)
+        if decision.cut is None and state.streaming and self.config.speculate:
+            await self._speculate(session, stream, state, buffer, config)
         if write is not None:
             await deliver_entry(write, self.broadcaster)
             return [write.entry]
         return []
+
+    async def _speculate(
+        self,
+        session: Session,
+        stream: SpeakerStream,
+        state: SpeakerState,
+        buffer: SpeakerBuffer,
+        config: SegmenterConfig,
+    ) -> None:
+        """A streamed speaker has just paused, not yet long enough to end the utterance: decode it now, so that if
+        the pause does end it, the final is ready instead of just starting (the decode is most of its delay)."""
+        regions = buffer.regions()
+        trailing = buffer.total - regions[-1][1] if regions else 0
+        if not regions or not SPECULATE_AFTER_MS * SAMPLES_PER_MS <= trailing < config.min_pause_ms * SAMPLES_PER_MS:
+            return
+        drop = max(0, regions[0][0] - config.lead_pad_ms * SAMPLES_PER_MS)
+        length = regions[-1][1] + config.tail_pad_ms * SAMPLES_PER_MS - drop  # the final's, if the pause holds
+        heard = buffer.pcm[drop : drop + length]
+        prompt = await self._context(session, stream.speaker, state)
+        if state.speculation is not None:
+            if _covers(state.speculation, heard, regions[-1][1] - drop, prompt, session.language):
+                return
+            state.speculation.task.cancel()
+        heard = heard.copy()
+        # The tail not yet recorded is taken as silence: the final will only use this if it was.
+        audio = np.concatenate([heard, np.zeros(length - len(heard), dtype=np.float32)])
+        shifted = [(s - drop, e - drop) for s, e in regions]
+        task = asyncio.create_task(
+            transcribe_utterance(
+                self.transcriber, audio, shifted, language=session.language, prompt=prompt, config=self.config.segmenter
+            )
+        )
+        task.add_done_callback(_retrieve)
+        state.speculation = Speculation(heard, length, prompt, session.language, task)
+
+    async def _speculated(
+        self, state: SpeakerState, audio: Pcm, speech_ends_at: int, prompt: str | None, language: str | None
+    ) -> tuple[Transcription, int] | None:
+        """The decode started during the pause, if it was of this utterance."""
+        speculation, state.speculation = state.speculation, None
+        if speculation is None:
+            return None
+        if not _covers(speculation, audio, speech_ends_at, prompt, language):
+            speculation.task.cancel()
+            return None
+        self.speculations_used += 1
+        return await speculation.task
 
     async def finalise_utterance(
         self, session: Session, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer, decision: Decision
@@ -170,7 +244,13 @@ class Assembly:
         prompt = await self._context(session, stream.speaker, state)
         regions = [(s - decision.drop, e - decision.drop) for s, e in buffer.regions()]
         calls_before = self.engine_calls
-        transcription = await self._transcribe_final(audio, regions, session.language, prompt)
+        speech_ends_at = max((min(e, len(audio)) for s, e in regions if s < len(audio)), default=len(audio))
+        speculated = await self._speculated(state, audio, speech_ends_at, prompt, session.language)
+        if speculated is not None:
+            transcription, made = speculated
+            self.engine_calls += made
+        else:
+            transcription = await self._transcribe_final(audio, regions, session.language, prompt)
         engine_ms, calls = len(audio) // SAMPLES_PER_MS, self.engine_calls - calls_before
         if not transcription.text:
             return None, engine_ms, calls

@@ -14,6 +14,7 @@ class LiveConfig:
     partials: bool = False
     prompt_context_chars: int = 200
     retry_base_s: float = 5.0
+    speculate: bool = True  # streamed speakers: decode the utterance during its pause (free locally, paid remotely)
     engine_timeout_s: float = 30.0  # a streaming engine's last text after the speaker's end
     segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
     # a speaker on the streaming socket: small frames make a shorter pause affordable, and the line comes sooner

@@ -44,6 +44,7 @@ log = logging.getLogger("bridge.live")
 MAX_RETRIES = 5
 MAX_CACHED_SPEAKERS = 2_000  # past this, caches idle for IDLE_CACHE_SECONDS are dropped
 IDLE_CACHE_SECONDS = 600.0
+STREAM_PARTIAL_INTERVAL_S = 0.5  # a streamed speaker's drafts, at most this often
 DEFAULT_CONFIG = LiveConfig()
 
 RunResult = tuple[list[TranscriptEntry], bool]  # the entries made, and whether the engine failed
@@ -336,9 +337,14 @@ class LivePath:
         self, session: Session, speaker: str, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer
     ) -> None:
         """A partial after every chunk that extends an open utterance: at most one per chunk and one in flight
-        per speaker; chunks that come in meanwhile get one partial, through the newest, once it is done."""
+        per speaker; chunks that come in meanwhile get one partial, through the newest, once it is done. A
+        streamed speaker's small frames would keep the engine busy with drafts: one every 0.5 s at most."""
         through = stream.next_sequence - 1
         if through <= state.partial_through:
+            return
+        if state.speculation is not None and not state.speculation.task.done():
+            return  # the speaker paused and the final is being decoded: a draft now would only slow it down
+        if state.streaming and time.monotonic() - state.partial_started < STREAM_PARTIAL_INTERVAL_S:
             return
         if state.partial_task is not None and not state.partial_task.done():
             state.partial_again = True
@@ -350,6 +356,7 @@ class LivePath:
         audio = buffer.pcm[start:].copy()
         state.partial_through = through
         state.partial_again = False
+        state.partial_started = time.monotonic()
 
         async def run() -> None:
             try:
@@ -402,6 +409,8 @@ class LivePath:
                 state.timer.cancel()
             if state.partial_task is not None:
                 state.partial_task.cancel()
+            if state.speculation is not None:
+                state.speculation.task.cancel()
         await self.runs.drain(within_s=10)
         for state in self._speakers.values():
             if state.upstream is not None:

@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from functions.process_audio.buffer import SpeakerBuffer
-from shared.stt.base import Pcm, TranscriptStream
+from shared.stt.base import Pcm, Transcription, TranscriptStream
 
 
 @dataclass
@@ -20,6 +20,17 @@ class StreamHeader:
     sequence: int
     kind: str
     data: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Speculation:
+    """A decode of a streamed speaker's open utterance, started before its pause was long enough to end it."""
+
+    heard: Pcm  # the utterance's samples when the decode began
+    length: int  # what was decoded: `heard`, then silence up to the tail the final would keep
+    prompt: str | None
+    language: str | None
+    task: asyncio.Task[tuple[Transcription, int]]
 
 
 @dataclass
@@ -35,11 +46,13 @@ class SpeakerState:
     partial_text: str | None = None
     partial_task: asyncio.Task[None] | None = None
     partial_through: int = -1  # the last chunk a partial covered: at most one partial per chunk
+    partial_started: float = 0.0  # monotonic time of the last draft: streamed speakers get one per 0.5 s
     partial_again: bool = False  # a chunk came in while a partial was in flight: one more after it
     timer: asyncio.TimerHandle | None = None  # the gap check
     retries: int = 0  # engine failures in a row, for the retry backoff
     last_used: float = 0.0
     streaming: bool = False  # its audio comes over the streaming socket: finals at the shorter pause
+    speculation: Speculation | None = None  # the open utterance, decoded during its pause
     # a streaming engine's connection (openai-realtime), fed from `upstream_buffer`
     upstream: TranscriptStream | None = None
     upstream_buffer: SpeakerBuffer | None = None
