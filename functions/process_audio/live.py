@@ -338,14 +338,16 @@ class LivePath:
     ) -> None:
         """A partial after every chunk that extends an open utterance: at most one per chunk and one in flight
         per speaker; chunks that come in meanwhile get one partial, through the newest, once it is done. A
-        streamed speaker's small frames would keep the engine busy with drafts: one every 0.5 s at most."""
+        streamed speaker's small frames would keep the engine busy with drafts: one every 0.5 s at most within
+        an utterance."""
         through = stream.next_sequence - 1
         if through <= state.partial_through:
             return
         if state.speculation is not None and not state.speculation.task.done():
             return  # the speaker paused and the final is being decoded: a draft now would only slow it down
-        if state.streaming and time.monotonic() - state.partial_started < STREAM_PARTIAL_INTERVAL_S:
-            return
+        same_utterance = state.partial_from == stream.buffer_sequence
+        if state.streaming and same_utterance and time.monotonic() - state.partial_started < STREAM_PARTIAL_INTERVAL_S:
+            return  # a new utterance's first draft is not held back: it is the one a reader waits for
         if state.partial_task is not None and not state.partial_task.done():
             state.partial_again = True
             return
@@ -356,7 +358,7 @@ class LivePath:
         audio = buffer.pcm[start:].copy()
         state.partial_through = through
         state.partial_again = False
-        state.partial_started = time.monotonic()
+        state.partial_started, state.partial_from = time.monotonic(), stream.buffer_sequence
 
         async def run() -> None:
             try:

@@ -47,6 +47,7 @@ class SpeakerState:
     partial_task: asyncio.Task[None] | None = None
     partial_through: int = -1  # the last chunk a partial covered: at most one partial per chunk
     partial_started: float = 0.0  # monotonic time of the last draft: streamed speakers get one per 0.5 s
+    partial_from: int = -1  # the chunk the utterance of the last draft began in
     partial_again: bool = False  # a chunk came in while a partial was in flight: one more after it
     timer: asyncio.TimerHandle | None = None  # the gap check
     retries: int = 0  # engine failures in a row, for the retry backoff
