@@ -24,7 +24,7 @@ from bridge.limits import CHUNKS
 from bridge.realtime.redact import redact_scope
 from bridge.services import Services
 from functions.process_audio.stream import SpeakerStreamIngest, stream_format
-from functions.validation import check_speaker
+from functions.validation import check_declared_speaker, check_speaker
 from shared.access import Action, in_closing_grace, session_for
 from shared.broadcast.vocabulary import ENTRY_EVENT, PARTIAL_EVENT, session_topic
 from shared.credentials import Principal
@@ -65,6 +65,7 @@ async def _open(socket: AnySocket, services: Services, query: dict[str, str]) ->
         speaker = check_speaker(query.get("speaker") or "")
     except ValueError as exc:
         raise InvalidRequest(f"speaker: {exc}") from exc
+    check_declared_speaker(session.speakers, speaker)
     fmt = stream_format(query.get("mime_type"))
     closing = in_closing_grace(session, utcnow(), services.settings.end_grace_s)  # SessionClosed past the grace
     next_sequence = (await services.store.next_sequences(session.id)).get(speaker, 0)

@@ -6,6 +6,7 @@ from typing import Any
 
 from functions.process_audio.live import ChunkResult, LivePath
 from functions.process_audio.models import ProcessAudioRequest, decode_audio_field
+from functions.validation import check_declared_speaker
 from shared.models import Session
 
 
@@ -14,6 +15,7 @@ async def process_audio(
 ) -> ChunkResult:
     """Store one chunk of `session` (already authorised and checked open for writes by the caller, `closing`
     when it is one of the late ones after `end`) and return what it produced."""
+    check_declared_speaker(session.speakers, request.speaker)
     data = decode_audio_field(request.audio_chunk)
     return await live.accept(
         session,

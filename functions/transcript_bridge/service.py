@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 
 from functions.transcript_bridge.models import TranscriptBridgeRequest
+from functions.validation import check_declared_speaker
 from shared.broadcast.base import Broadcaster
 from shared.broadcast.vocabulary import ENTRY_EVENT, session_topic
 from shared.errors import TenantMismatch
@@ -42,6 +43,7 @@ async def transcript_bridge(
     """Store one entry for `session` (already authorised for this caller) and broadcast it if it is new."""
     if request.tenant_id is not None and request.tenant_id != session.tenant_id:
         raise TenantMismatch("tenant_id in the body is not the tenant of your credential; omit it or fix it")
+    check_declared_speaker(session.speakers, request.speaker)
     write = await store.insert_entry(
         NewEntry(
             session_id=session.id,

@@ -117,7 +117,7 @@ async def seed_tenant(http: httpx.AsyncClient, services: Services, name: str) ->
             json={
                 "candidate_id": f"cand-{marker}",
                 "position_id": f"pos-{marker}",
-                "speakers": ["interviewer", "candidate"],
+                "speakers": ["interviewer", "candidate", "held"],
                 "metadata": {"note": f"meta-{marker}"},
             },
             headers=bearer(api_key),
