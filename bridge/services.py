@@ -60,8 +60,10 @@ def token_secret(settings: Settings) -> str:
         os.link(draft, path)
     except FileExistsError:
         pass
+    except OSError:  # a file system without hard links: an atomic rename still never shows a half-written file
+        os.replace(draft, path)
     finally:
-        draft.unlink()
+        draft.unlink(missing_ok=True)
     return path.read_text(encoding="utf-8").strip()
 
 

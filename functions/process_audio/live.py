@@ -411,9 +411,10 @@ class LivePath:
                 state.timer.cancel()
             if state.partial_task is not None:
                 state.partial_task.cancel()
+        await self.runs.drain(within_s=10)  # a final flushed now may still use its speculation
+        for state in self._speakers.values():
             if state.speculation is not None:
                 state.speculation.task.cancel()
-        await self.runs.drain(within_s=10)
         for state in self._speakers.values():
             if state.upstream is not None:
                 await state.upstream.close()

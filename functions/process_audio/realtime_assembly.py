@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import time
 from collections.abc import Callable
 
 from functions.process_audio.assembly import Assembly
@@ -26,6 +28,7 @@ from shared.stt.base import Pcm, SettledItem, StreamingTranscriber, Transcriptio
 log = logging.getLogger("bridge.live")
 
 RunRequest = Callable[[Session, str], object]
+MAX_RECONNECT_WAIT_S = 5.0  # a back-off up to this long is waited out in the run; a longer one is retried later
 
 
 class RealtimeAssembly(Assembly):
@@ -45,6 +48,7 @@ class RealtimeAssembly(Assembly):
         upstream = state.upstream
         if upstream is not None and upstream.failure is not None:
             state.upstream = None
+            state.upstream_retry_at = time.monotonic() + float(upstream.failure.retry_after or self.config.retry_base_s)
             await upstream.close()
             if buffer.total or upstream.busy:
                 raise upstream.failure
@@ -66,6 +70,14 @@ class RealtimeAssembly(Assembly):
     async def _connect(
         self, session: Session, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer
     ) -> None:
+        wait = state.upstream_retry_at - time.monotonic()
+        if wait > MAX_RECONNECT_WAIT_S:  # a failed connection is not opened again on every chunk
+            raise EngineUnavailable(
+                f"OpenAI Realtime is tried again in {wait:.0f} s; the audio stays pending", retry_after=math.ceil(wait)
+            )
+        if wait > 0:  # a short back-off is waited out by this run (it holds the speaker, not a request)
+            await asyncio.sleep(wait)
+        state.carry = None  # a new connection is sent the carried item's audio again
         if state.upstream is not None:
             await state.upstream.close()
             state.upstream = None
@@ -124,7 +136,18 @@ class RealtimeAssembly(Assembly):
         if upstream is not None and upstream.failure is not None:
             await self.resume(session, stream, state, buffer)  # raises the failure
         if upstream is not None:
-            for item in upstream.take_settled():
+            items: list[SettledItem] = []
+            for taken in upstream.take_settled():
+                item = _joined(state.carry, taken) if state.carry is not None else taken
+                state.carry = None
+                if self._ends_in_first_chunk(stream, buffer, item):
+                    state.carry = item  # its chunk would start the next entry too (entries are unique per chunk)
+                else:
+                    items.append(item)
+            if final and state.carry is not None:  # nothing follows it: an entry of its own
+                items.append(state.carry)
+                state.carry = None
+            for item in items:
                 entry = await self._settle(session, stream, state, buffer, item, done)
                 usage = UsageCount(session.tenant_id, self.clock().date(), audio_ms, item.end_ms - item.start_ms, 1)
                 audio_ms = 0
@@ -134,6 +157,8 @@ class RealtimeAssembly(Assembly):
                     await deliver_entry(write, self.broadcaster)
                     made.append(write.entry)
             quiet_to = buffer.total if final else self._position(stream, upstream.origin_ms + upstream.settled_ms)
+            if state.carry is not None:
+                quiet_to = min(quiet_to, self._position(stream, state.carry.start_ms))
             if quiet_to > 0 and not upstream.busy:
                 await self._consume(stream, buffer, min(quiet_to, buffer.total), done)
         elif final and buffer.total:
@@ -175,6 +200,13 @@ class RealtimeAssembly(Assembly):
             await self._consume(stream, buffer, end, done)
         return entry
 
+    def _ends_in_first_chunk(self, stream: SpeakerStream, buffer: SpeakerBuffer, item: SettledItem) -> bool:
+        """The item ends inside the chunk it starts in, before the end of the buffer: the next item would start
+        in that chunk too, and two entries cannot share a first chunk."""
+        start = max(0, min(self._position(stream, item.start_ms), buffer.total))
+        end = min(max(start, self._position(stream, item.end_ms)), buffer.total)
+        return end < buffer.total and buffer.sequence_at(start) == buffer.sequence_at(end)
+
     @staticmethod
     def _position(stream: SpeakerStream, clock_ms: int) -> int:
         """A time on the speaker's clock as a sample index into the open buffer (negative: already consumed)."""
@@ -190,6 +222,11 @@ class RealtimeAssembly(Assembly):
             await state.upstream.close()
             state.upstream = None
         return made
+
+
+def _joined(first: SettledItem, then: SettledItem) -> SettledItem:
+    """Two utterances as one entry: the text of both, from the start of the first to the end of the second."""
+    return SettledItem(f"{first.text} {then.text}".strip(), first.start_ms, then.end_ms, then.speech_end_ms)
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -10,7 +10,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from functions.process_audio.buffer import SpeakerBuffer
-from shared.stt.base import Pcm, Transcription, TranscriptStream
+from shared.stt.base import Pcm, SettledItem, Transcription, TranscriptStream
 
 
 @dataclass
@@ -58,3 +58,5 @@ class SpeakerState:
     upstream: TranscriptStream | None = None
     upstream_buffer: SpeakerBuffer | None = None
     heard_through: int = -1  # the last chunk sent up the connection
+    carry: SettledItem | None = None  # an utterance held to share one entry with the next (see realtime_assembly)
+    upstream_retry_at: float = 0.0  # monotonic time before which a failed connection is not opened again

@@ -15,13 +15,15 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 import openai
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import InvalidStatus, WebSocketException
 
 from shared.errors import EngineUnavailable
 from shared.stt.base import SAMPLE_RATE, Pcm, ReadyAtOnce, SettledItem, Transcription
@@ -36,7 +38,8 @@ log = logging.getLogger("bridge.stt.realtime")
 UPSTREAM_RATE = 24_000  # the only PCM rate a Realtime session takes
 SILENCE_MS = 500  # the server VAD's pause that ends an item (the issue's ~0.5 s)
 PREFIX_PADDING_MS = 300  # audio the server keeps before detected speech
-DETECTION_MARGIN_MS = 1_500  # audio sent but perhaps not yet judged by the server's VAD
+DETECTION_MARGIN_MS = 1_500  # audio the server's VAD may still place the start of speech in
+PROCESSING_LAG_S = 3.0  # audio sent this recently may not have reached the server's VAD yet
 COMMIT_EMPTY = "input_audio_buffer_commit_empty"
 
 
@@ -119,6 +122,7 @@ class RealtimeStream:
         self._on_partial = on_partial
         self._items: list[_Item] = []
         self._sent_samples = 0  # at 16 kHz
+        self._appends: deque[tuple[float, int]] = deque()  # (monotonic time, sent_ms after it), recent ones
         self._committed_ms = 0  # the end of the last committed item
         self._commit_pending = False
         self._closing = False
@@ -134,7 +138,9 @@ class RealtimeStream:
         try:
             self._connection = await self._manager.enter()
             await self._connection.send(cast(Any, {"type": "session.update", "session": config}))
-        except (InvalidStatus, OSError, openai.OpenAIError, TimeoutError) as exc:
+        except (WebSocketException, OSError, openai.OpenAIError, TimeoutError) as exc:
+            if self._connection is not None:
+                await self.close()
             raise _handshake_failure(exc, base_url) from exc
         self._reader = asyncio.create_task(self._read())
 
@@ -165,6 +171,9 @@ class RealtimeStream:
             self._fail(EngineUnavailable(f"the OpenAI Realtime connection dropped while sending audio ({exc})"))
             self._raise_failure()
         self._sent_samples += len(pcm)
+        self._appends.append((time.monotonic(), self.sent_ms))
+        while len(self._appends) > 2 and self._appends[1][0] < time.monotonic() - PROCESSING_LAG_S:
+            self._appends.popleft()
 
     async def finish(self, timeout_s: float) -> None:
         """Commit what is left and wait until every item has its text; EngineUnavailable if it does not come."""
@@ -196,10 +205,23 @@ class RealtimeStream:
 
     @property
     def settled_ms(self) -> int:
-        """Audio (on this connection's clock) that no item still being heard or transcribed can reach back into."""
-        if self.busy:
-            return min([self._committed_ms, *(item.start_ms for item in self._items if item.transcript is None)])
-        return max(self._committed_ms, self.sent_ms - PREFIX_PADDING_MS - DETECTION_MARGIN_MS)
+        """Audio (on this connection's clock) that no item can still reach back into: not past the start of any
+        item not yet taken, nor into audio the server may not have judged yet (sent less than
+        `PROCESSING_LAG_S` ago, a whole backlog sent at once on connecting included)."""
+        judged = self._sent_ms_before(time.monotonic() - PROCESSING_LAG_S)
+        limit = max(self._committed_ms, judged - PREFIX_PADDING_MS - DETECTION_MARGIN_MS)
+        if self._commit_pending:
+            limit = min(limit, self._committed_ms)
+        return min([limit, *(item.start_ms for item in self._items)])
+
+    def _sent_ms_before(self, moment: float) -> int:
+        """How much audio had been sent at `moment` (monotonic)."""
+        sent = 0
+        for at, ms in self._appends:
+            if at > moment:
+                break
+            sent = ms
+        return sent
 
     def take_settled(self) -> list[SettledItem]:
         """Items with their final text, from the first spoken, up to the first still waiting."""
