@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -54,6 +55,12 @@ def _covers(
         and abs(speculation.length - len(audio)) <= SPECULATION_SLACK_MS * SAMPLES_PER_MS
         and bool(np.array_equal(speculation.heard[:common], audio[:common]))
     )
+
+
+def log_task_failure(task: asyncio.Task[Any]) -> None:
+    """A background task nobody awaits (a partial, a closing connection) still reports what went wrong."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a background task failed", exc_info=task.exception())
 
 
 def _retrieve(task: asyncio.Task[tuple[Transcription, int]]) -> None:

@@ -16,10 +16,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from functions.process_audio.arrivals import ArrivalCache
-from functions.process_audio.assembly import LEASE_SECONDS, Assembly
+from functions.process_audio.assembly import LEASE_SECONDS, Assembly, log_task_failure
 from functions.process_audio.buffer import SpeakerBuffer
 from functions.process_audio.config import LiveConfig
 from functions.process_audio.realtime_assembly import RealtimeAssembly
@@ -58,15 +57,9 @@ class ChunkResult:
     partial: str | None
 
 
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    """A partial nobody awaits still reports what went wrong."""
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a partial failed", exc_info=task.exception())
-
-
 def _close_later(upstream: TranscriptStream) -> None:
     """A forgotten speaker's engine connection, closed without waiting (its audio is all settled or stored)."""
-    asyncio.get_running_loop().create_task(upstream.close()).add_done_callback(_log_failure)
+    asyncio.get_running_loop().create_task(upstream.close()).add_done_callback(log_task_failure)
 
 
 def _digest(data: bytes) -> str:
@@ -379,7 +372,7 @@ class LivePath:
                 self.runs.request(session, speaker)
 
         state.partial_task = asyncio.create_task(run())
-        state.partial_task.add_done_callback(_log_failure)
+        state.partial_task.add_done_callback(log_task_failure)
 
     # ------------------------------------------------------------------ session level
     async def flush_session(self, session: Session) -> list[TranscriptEntry]:

@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 
-from functions.process_audio.assembly import Assembly
+from functions.process_audio.assembly import Assembly, log_task_failure
 from functions.process_audio.buffer import SpeakerBuffer
 from functions.process_audio.segmenter import SAMPLES_PER_MS
 from functions.process_audio.speaker_state import SpeakerState
@@ -100,7 +100,7 @@ class RealtimeAssembly(Assembly):
             task = asyncio.get_running_loop().create_task(
                 self.broadcaster.publish(session_topic(session.id), PARTIAL_EVENT, payload)
             )
-            task.add_done_callback(_log_failure)
+            task.add_done_callback(log_task_failure)
 
         upstream_ref: list[TranscriptStream] = []
         upstream = await self.transcriber.open_stream(
@@ -227,8 +227,3 @@ class RealtimeAssembly(Assembly):
 def _joined(first: SettledItem, then: SettledItem) -> SettledItem:
     """Two utterances as one entry: the text of both, from the start of the first to the end of the second."""
     return SettledItem(f"{first.text} {then.text}".strip(), first.start_ms, then.end_ms, then.speech_end_ms)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("a partial failed", exc_info=task.exception())

@@ -19,7 +19,7 @@ from functions.process_audio.live import LiveConfig, LivePath
 from shared.credentials import hash_api_key, new_api_key
 from shared.models import Session, Tenant, TranscriptEntry, utcnow
 from shared.store.sqlite import SQLiteStore
-from shared.stt.base import Pcm, Transcriber, Transcription
+from shared.stt.base import Pcm, ReadyAtOnce, Transcriber, Transcription
 from shared.stt.simulate import SimulatedTranscriber
 from shared.stt.wavio import wav_bytes
 from shared.stt.wer import word_errors
@@ -43,22 +43,12 @@ class Calls:
     finals: list[int] = field(default_factory=list)  # the frame at the start of each non-draft call
 
 
-class Recorded:
+class Recorded(ReadyAtOnce):
     """The bundled model, with every call noted against the frames taken so far."""
 
     def __init__(self, inner: Transcriber, calls: Calls) -> None:
         self.inner, self.calls = inner, calls
         self.name, self.partials_by_default = inner.name, inner.partials_by_default
-
-    @property
-    def ready(self) -> bool:
-        return True
-
-    async def start(self) -> None:
-        return None
-
-    async def wait_ready(self) -> None:
-        return None
 
     async def transcribe(
         self, pcm: Pcm, *, language: str | None = None, prompt: str | None = None, draft: bool = False
