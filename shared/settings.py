@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     max_body_bytes: int = 10_000_000
     auto_migrate: OnOff = "on"
     rate_limits: OnOff = "on"
+    max_active_sessions: int | None = Field(default=None, ge=1)  # active sessions per tenant; unset: no limit
+    body_timeout_s: float = Field(default=30.0, gt=0)  # a request body must arrive whole within this; slow ones are cut
+    audio_encryption_key: str | None = None  # base64 of 32 bytes: chunk audio is AES-GCM-encrypted at rest
+    audio_encryption_keys_old: Annotated[list[str], NoDecode] = Field(default_factory=list)  # decrypt only
 
     session_idle_timeout: int = Field(default=900, ge=1)
     session_max_duration: int = Field(default=14_400, ge=1)
@@ -79,9 +83,9 @@ class Settings(BaseSettings):
     interview_machine_size: str = "performance-2x"  # cpu_kind-cpus, e.g. shared-1x, performance-2x
     interview_machine_memory_mb: int = Field(default=4096, ge=256)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "audio_encryption_keys_old", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_lists(cls, value: object) -> object:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
