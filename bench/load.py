@@ -517,11 +517,20 @@ async def stop_server(server: Server) -> None:
 
 
 def log_problems(log: Path) -> list[str]:
-    """Warnings, errors and tracebacks the server logged (access-log lines go to stdout, not here)."""
+    """Warnings, errors and tracebacks the server logged: its JSON lines at those levels, and any other line
+    (the bare app's, a crash's) that names one."""
     if not log.exists():
         return []
     keys = ("WARNING", "ERROR", "CRITICAL", "Traceback", "Exception")
-    return [line for line in log.read_text(errors="replace").splitlines() if any(k in line for k in keys)]
+    problems = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            level = json.loads(line).get("level", "") if line.startswith("{") else None
+        except json.JSONDecodeError:
+            level = None
+        if level in ("warning", "error", "critical") or (level is None and any(k in line for k in keys)):
+            problems.append(line)
+    return problems
 
 
 async def start_bare(tmp: Path) -> Server:

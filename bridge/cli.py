@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, get_args
 
+from bridge.logs import install_json_logging
 from shared.credentials import hash_api_key, new_api_key, new_webhook_secret
 from shared.errors import ConfigurationError
 from shared.models import Tenant, utcnow
@@ -103,8 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # one INFO line per engine call is noise
+    install_json_logging()
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
@@ -134,6 +134,9 @@ def serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     check_workers(settings)
+    # Once, before saying where it listens: migrations, the token secret, and the store's own start-up checks
+    # (a wrong AUDIO_ENCRYPTION_KEY), so a bad setting is one line and exit 2, not a lifespan traceback.
+    asyncio.run(prepare_store(settings))
     for line in start_up_lines(settings):
         print(line, file=sys.stderr)
     options: dict[str, Any] = {
@@ -142,7 +145,8 @@ def serve(args: argparse.Namespace) -> int:
         "log_level": "info",
         "loop": "uvloop",  # what the benchmarks measure, not left to whatever happens to be installed
         "http": "httptools",
-        "access_log": False,  # a log line per chunk costs the request path; Fly's proxy logs requests anyway
+        "access_log": False,  # bridge.request_guard writes the access line: JSON, with the request id, redacted
+        "log_config": None,  # uvicorn's own records go through the JSON handler installed above
         "timeout_graceful_shutdown": 30,
         "ws": "websockets-sansio",  # measured: ~25% less hub CPU per frame than the default implementation
         "ws_per_message_deflate": False,  # hub frames are encoded once per topic; per-socket deflate undoes that
@@ -151,9 +155,8 @@ def serve(args: argparse.Namespace) -> int:
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **options)
         return 0
-    # Each worker process builds its own app from the environment: hand it what the command line set, and do
-    # once here what every worker would otherwise race to do at its start (migrations, the token secret).
-    asyncio.run(prepare_for_workers(settings))
+    # Each worker process builds its own app from the environment: hand it what the command line set (what
+    # every worker would otherwise race to do at its start was done above).
     os.environ.update(worker_environment(settings))
     uvicorn.run("bridge.app:create_app", factory=True, workers=settings.workers, **options)
     return 0
@@ -222,7 +225,7 @@ def check_workers(settings: Settings) -> None:
         )
 
 
-async def prepare_for_workers(settings: Settings) -> None:
+async def prepare_store(settings: Settings) -> None:
     from bridge.services import token_secret
     from shared.store.factory import create_store
 

@@ -65,6 +65,13 @@ class PayloadTooLarge(BridgeError):
     code = "payload_too_large"
 
 
+class RequestTimeout(BridgeError):
+    """The request body did not arrive whole in time (BODY_TIMEOUT_S): a stalled or trickling client."""
+
+    status_code = 408
+    code = "request_timeout"
+
+
 class RateLimited(BridgeError):
     status_code = 429
     code = "rate_limited"
@@ -106,3 +113,11 @@ class ServedElsewhere(BridgeError):
     def __init__(self, fly_replay: str) -> None:
         super().__init__(f"this session is served by another machine ({fly_replay}); Fly's proxy replays it there")
         self.fly_replay = fly_replay
+
+
+class AudioUndecryptable(BridgeError):
+    """Stored audio that the configured AUDIO_ENCRYPTION_KEY and AUDIO_ENCRYPTION_KEYS_OLD cannot open: written
+    under another key, or altered or moved to another chunk's row. Never handed on as if it were audio."""
+
+    status_code = 500
+    code = "audio_undecryptable"

@@ -26,11 +26,16 @@ const browser = await chromium.launch({
   ]
 })
 let page = null
-const result = { finals: [], viewer_finals: [], retries: 0, failed_requests: 0, statuses: [] }
+const result = { finals: [], viewer_finals: [], retries: 0, failed_requests: 0, statuses: [], csp_violations: [] }
+// Chromium reports what the page's Content-Security-Policy blocked on the console
+const noteCsp = (text) => { if (text.includes('Content Security Policy')) result.csp_violations.push(text) }
 try {
   const context = await browser.newContext({ viewport: { width: 900, height: 800 }, acceptDownloads: true })
   page = await context.newPage()
-  page.on('console', (message) => log.push(`page ${message.type()}: ${message.text()}`))
+  page.on('console', (message) => {
+    log.push(`page ${message.type()}: ${message.text()}`)
+    noteCsp(message.text())
+  })
   page.on('pageerror', (error) => log.push(`page error: ${error.message}`))
   page.on('requestfailed', (request) => {
     if (request.url().includes('process-audio')) result.failed_requests++
@@ -68,6 +73,7 @@ try {
     const href = await page.getAttribute('#viewer-link', 'href')
     viewer = await context.newPage()
     viewer.on('pageerror', (error) => log.push(`viewer error: ${error.message}`))
+    viewer.on('console', (message) => noteCsp(message.text()))
     await viewer.goto(href)
     await viewer.waitForFunction(() => document.querySelector('#status').textContent.includes('Viewing live'), null,
       { timeout: 15000, polling: 250 })

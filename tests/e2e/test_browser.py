@@ -117,11 +117,13 @@ def test_spoken_words_appear_as_final_lines_for_the_speaker_and_a_viewer_through
     bridge: Bridge, mode: str
 ) -> None:
     """Opening / on a loopback bridge and pressing #record alone (no key, no other button) puts the microphone's
-    words under #transcript [data-final], a viewer tab shows the same lines, and a 4 s network drop loses none."""
+    words under #transcript [data-final], a viewer tab shows the same lines, and a 4 s network drop loses none;
+    the page's Content-Security-Policy blocks nothing it uses."""
     export = {"stream": "text", "media-recorder": "vtt", "wav": "srt"}[mode]
     result = drive(bridge, f"--mode={mode}", "--record-only=1", "--viewer=1", "--drop-at=3", "--drop-for=4",
                    f"--export={export}")  # fmt: skip
     assert result["mode"] == mode
+    assert result["csp_violations"] == []
     assert result["retries"] > 0  # the drop really failed sends (or, streaming, cut the socket)
     assert result["failed_requests"] > 0 or mode == "stream"
     assert "Network trouble" in result["status_during_drop"]
@@ -160,6 +162,7 @@ def test_the_running_server_serves_the_page_its_client_and_a_working_demo_tenant
     session (tests/api/test_demo_page.py shows there is no demo tenant beyond loopback)."""
     page = httpx.get(f"{bridge.url}/")
     assert page.status_code == 200 and 'id="record"' in page.text and 'data-demo-tenant="on"' in page.text
+    assert "default-src 'self'" in page.headers["content-security-policy"]  # the policy the page ran under
     client = httpx.get(f"{bridge.url}/interview-client.js")
     assert client.headers["content-type"].startswith("text/javascript")
     assert "export class InterviewClient" in client.text
