@@ -1,13 +1,23 @@
-"""Pick the store the settings ask for; imports of the production drivers stay lazy."""
+"""Pick the store the settings ask for; imports of the production drivers stay lazy.
+
+Every store comes wrapped in `EncryptedStore`: chunk audio is encrypted at rest when `AUDIO_ENCRYPTION_KEY` is
+set, and whatever the keys, audio encrypted under a key this bridge does not have is refused at start-up.
+"""
 
 from __future__ import annotations
 
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 from shared.store.base import Store
+from shared.store.encrypted import AudioCipher, EncryptedStore
 
 
 def create_store(settings: Settings) -> Store:
+    cipher = AudioCipher.from_settings(settings.audio_encryption_key, settings.audio_encryption_keys_old)
+    return EncryptedStore(_backend(settings), cipher)
+
+
+def _backend(settings: Settings) -> Store:
     kind = settings.resolved_store()
     auto_migrate = settings.auto_migrate == "on"
     if kind == "sqlite":

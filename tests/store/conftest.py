@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from shared.store.base import Store
+from shared.store.encrypted import AudioCipher, EncryptedStore
 from shared.store.postgres import PostgresStore
 from shared.store.sqlite import SQLiteStore
 from shared.store.supabase import SupabaseStore
@@ -16,6 +17,7 @@ from tests import pg
 
 BACKENDS = [
     pytest.param("sqlite", id="sqlite"),
+    pytest.param("sqlite-encrypted", id="sqlite-encrypted"),
     pytest.param("postgres", id="postgres"),
     pytest.param("supabase", id="supabase-rest"),
 ]
@@ -49,6 +51,8 @@ def unstarted_store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """A store of each kind on fresh storage, not yet started (sync, so it may pull in async fixtures)."""
     if request.param == "sqlite":
         return SQLiteStore(tmp_path / "bridge.sqlite3")
+    if request.param == "sqlite-encrypted":  # what `create_store` makes when AUDIO_ENCRYPTION_KEY is set
+        return EncryptedStore(SQLiteStore(tmp_path / "bridge.sqlite3"), AudioCipher(bytes(range(32))))
     if request.param == "postgres":
         return PostgresStore(request.getfixturevalue("pg_dsn"), max_size=4)
     if request.param == "supabase":
