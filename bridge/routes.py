@@ -6,7 +6,7 @@ import base64
 import binascii
 import dataclasses
 import json
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -17,6 +17,23 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.formats import as_srt, as_text, as_vtt
 from bridge.limits import CHUNKS, SESSIONS
+from bridge.openapi import (
+    SPEAKER,
+    ChunkAnswer,
+    CreatedSession,
+    EntryAnswer,
+    HealthBody,
+    ReapSummary,
+    SessionPage,
+    SessionWithSequences,
+    TokenBody,
+    TranscriptBody,
+    UsageBody,
+    answers,
+    model_body,
+    query,
+    takes,
+)
 from bridge.services import Services
 from functions.process_audio.models import ProcessAudioRequest
 from functions.process_audio.service import process_audio, result_json
@@ -26,7 +43,7 @@ from functions.validation import check_speaker
 from shared.access import Action, in_closing_grace, require_tenant, session_for
 from shared.broadcast.vocabulary import session_topic
 from shared.credentials import Principal, PrincipalKind
-from shared.errors import InvalidRequest, TenantMismatch, Unauthorized
+from shared.errors import InvalidRequest, RateLimited, TenantMismatch, Unauthorized
 from shared.models import Session, SessionStatus, utcnow
 
 AnyRequest = Request[Any, Any, Any]
@@ -84,6 +101,13 @@ def check_body_tenant(body: dict[str, Any], principal: Principal) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- sessions
+# The error statuses each kind of route can answer (shared.errors; 408 and 413 wherever a body is read).
+SESSION_ERRORS = (400, 401, 403, 408, 413, 429, 503)
+LIST_ERRORS = (400, 401, 403, 503)
+READ_ERRORS = (400, 401, 403, 404, 503)
+WRITE_ERRORS = (400, 401, 403, 404, 408, 409, 413, 429, 503)
+
+
 class CreateSessionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -104,7 +128,28 @@ def realtime_info(request: AnyRequest, services: Services, session: Session, tok
     return {"url": url, "apikey": apikey, "topic": session_topic(session.id)}
 
 
-@post("/sessions", status_code=HTTP_201_CREATED)
+ACTIVE_SESSIONS_RETRY_AFTER_S = 30
+
+
+async def check_active_sessions(services: Services, tenant_id: str) -> None:
+    """`MAX_ACTIVE_SESSIONS` bounds what one tenant can hold open at once (a runaway client, a leaked key)."""
+    ceiling = services.settings.max_active_sessions
+    if ceiling is None:
+        return
+    active = await services.store.list_sessions(tenant_id, status=SessionStatus.ACTIVE, limit=ceiling)
+    if len(active) >= ceiling:
+        raise RateLimited(
+            f"this tenant already has {ceiling} active sessions (MAX_ACTIVE_SESSIONS); end one first",
+            retry_after=ACTIVE_SESSIONS_RETRY_AFTER_S,
+        )
+
+
+@post(
+    "/sessions",
+    status_code=HTTP_201_CREATED,
+    operation_class=takes(body=model_body(CreateSessionRequest), body_required=False),
+    responses=answers(201, CreatedSession, "the session, its token and where to subscribe", errors=SESSION_ERRORS),
+)
 async def create_session(request: AnyRequest) -> dict[str, Any]:
     services = services_of(request)
     principal = await principal_of(request)
@@ -127,6 +172,7 @@ async def create_session(request: AnyRequest) -> dict[str, Any]:
         language=spec.language,
         metadata=spec.metadata,
     )
+    await check_active_sessions(services, tenant_id)
     if services.machines is not None:
         machine_id = await services.machines.start(session, request.headers.get("fly-region"))
         session = dataclasses.replace(session, machine_id=machine_id)
@@ -149,7 +195,18 @@ def _parse_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidRequest("cursor is not one this bridge issued; use next_cursor from the previous page") from exc
 
 
-@get("/sessions")
+@get(
+    "/sessions",
+    operation_class=takes(
+        parameters=[
+            query("status", {"type": "string", "enum": [s.value for s in SessionStatus]}, "only sessions in it"),
+            query("candidate_id", {"type": "string"}, "only this candidate's sessions"),
+            query("limit", {"type": "integer", "minimum": 1, "maximum": 200}, "page size, 50 by default"),
+            query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+        ]
+    ),
+    responses=answers(200, SessionPage, "a page of the tenant's sessions, newest first", errors=LIST_ERRORS),
+)
 async def list_sessions(request: AnyRequest) -> dict[str, Any]:
     services = services_of(request)
     tenant_id = require_tenant(await principal_of(request))
@@ -182,14 +239,28 @@ async def session_with_sequences(services: Services, session: Session) -> dict[s
     return body
 
 
-@get("/sessions/{session_id:str}")
+@get(
+    "/sessions/{session_id:str}",
+    responses=answers(200, SessionWithSequences, "the session, where each speaker resumes", errors=READ_ERRORS),
+)
 async def get_session(request: AnyRequest, session_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     session = await session_for(await principal_of(request), session_id, services.store, Action.READ)
     return await session_with_sequences(services, session)
 
 
-@get("/sessions/{session_id:str}/transcript")
+@get(
+    "/sessions/{session_id:str}/transcript",
+    operation_class=takes(
+        parameters=[query("format", {"type": "string", "enum": ["json", "text", "vtt", "srt"]}, "json by default")],
+        other_content={
+            "text/plain": {"type": "string"},
+            "text/vtt": {"type": "string"},
+            "application/x-subrip": {"type": "string"},
+        },
+    ),
+    responses=answers(200, TranscriptBody, "the transcript in the format asked for", errors=READ_ERRORS),
+)
 async def get_transcript(request: AnyRequest, session_id: FromPath[str]) -> Response[Any]:
     services = services_of(request)
     session = await session_for(await principal_of(request), session_id, services.store, Action.READ)
@@ -209,14 +280,22 @@ async def get_transcript(request: AnyRequest, session_id: FromPath[str]) -> Resp
     return Response(as_srt(entries), media_type="application/x-subrip; charset=utf-8")
 
 
-@post("/sessions/{session_id:str}/viewer-token", status_code=HTTP_201_CREATED)
+@post(
+    "/sessions/{session_id:str}/viewer-token",
+    status_code=HTTP_201_CREATED,
+    responses=answers(201, TokenBody, "a read-only token for this session", errors=READ_ERRORS),
+)
 async def viewer_token(request: AnyRequest, session_id: FromPath[str]) -> dict[str, str]:
     services = services_of(request)
     session = await session_for(await principal_of(request), session_id, services.store, Action.ADMIN)
     return {"token": services.tokens.issue(session.tenant_id, session.id, "viewer", utcnow())}
 
 
-@post("/sessions/{session_id:str}/end", status_code=HTTP_200_OK)
+@post(
+    "/sessions/{session_id:str}/end",
+    status_code=HTTP_200_OK,
+    responses=answers(200, SessionWithSequences, "the ended session, its audio flushed", errors=WRITE_ERRORS),
+)
 async def end_session(request: AnyRequest, session_id: FromPath[str]) -> dict[str, Any]:
     services = services_of(request)
     session = await session_for(await principal_of(request), session_id, services.store, Action.WRITE)
@@ -225,7 +304,11 @@ async def end_session(request: AnyRequest, session_id: FromPath[str]) -> dict[st
     return await session_with_sequences(services, ending.session)
 
 
-@delete("/sessions/{session_id:str}", status_code=HTTP_204_NO_CONTENT)
+@delete(
+    "/sessions/{session_id:str}",
+    status_code=HTTP_204_NO_CONTENT,
+    responses=answers(204, None, "the session, its audio and its entries are erased", errors=READ_ERRORS),
+)
 async def delete_session(request: AnyRequest, session_id: FromPath[str]) -> None:
     services = services_of(request)
     principal = await principal_of(request)
@@ -247,13 +330,32 @@ async def writable_session(request: AnyRequest) -> tuple[Services, Principal, di
     return services, principal, body, session
 
 
+# Either shape needs the entry's text: flat `text`, or `transcript_data.text` (the original shape).
+TRANSCRIPT_BRIDGE_BODY = {
+    **model_body(TranscriptBridgeRequest, speaker=SPEAKER),
+    "anyOf": [
+        {"required": ["text"], "properties": {"text": {"type": "string"}}},
+        {"required": ["transcript_data"], "properties": {"transcript_data": {"type": "object"}}},
+    ],
+}
+
+
 def closing(services: Services, session: Session) -> bool:
     """The one closed-session check of both write functions: False for an active session, True for a late write
     within END_GRACE_S after the end (taken, and flushed as final); SessionClosed (409) after that."""
     return in_closing_grace(session, utcnow(), services.settings.end_grace_s)
 
 
-@post(["/functions/v1/process-audio", "/process-audio"], status_code=HTTP_200_OK)
+@post(
+    ["/functions/v1/process-audio", "/process-audio"],
+    status_code=HTTP_200_OK,
+    operation_class=takes(
+        body=model_body(
+            ProcessAudioRequest, speaker=SPEAKER, audio_chunk={"format": "byte", "contentEncoding": "base64"}
+        )
+    ),
+    responses=answers(200, ChunkAnswer, "the chunk is stored (or was already)", errors=WRITE_ERRORS),
+)
 async def process_audio_route(request: AnyRequest) -> dict[str, Any]:
     services, principal, body, session = await writable_session(request)
     services.limits.check("chunks", principal, CHUNKS)
@@ -262,7 +364,12 @@ async def process_audio_route(request: AnyRequest) -> dict[str, Any]:
     return result_json(await process_audio(chunk, session, services.live, closing=late))
 
 
-@post(["/functions/v1/transcript-bridge", "/transcript-bridge"], status_code=HTTP_200_OK)
+@post(
+    ["/functions/v1/transcript-bridge", "/transcript-bridge"],
+    status_code=HTTP_200_OK,
+    operation_class=takes(body=TRANSCRIPT_BRIDGE_BODY),
+    responses=answers(200, EntryAnswer, "the entry is stored (or was already)", errors=WRITE_ERRORS),
+)
 async def transcript_bridge_route(request: AnyRequest) -> dict[str, Any]:
     services, _, body, session = await writable_session(request)
     entry_request = validated(TranscriptBridgeRequest, body)
@@ -271,7 +378,11 @@ async def transcript_bridge_route(request: AnyRequest) -> dict[str, Any]:
     return {"status": result.status, "entry": result.entry.to_json()}
 
 
-@post(["/functions/v1/session-reaper", "/session-reaper"], status_code=HTTP_200_OK)
+@post(
+    ["/functions/v1/session-reaper", "/session-reaper"],
+    status_code=HTTP_200_OK,
+    responses=answers(200, ReapSummary, "what one reaper pass did", errors=(401, 503)),
+)
 async def session_reaper_route(request: AnyRequest) -> dict[str, int]:
     """One reaper pass, for an outside scheduler (cron, a scheduled machine): the service key only."""
     services = services_of(request)
@@ -293,13 +404,23 @@ def _usage_day(value: str | None, name: str, default: date) -> date:
         raise InvalidRequest(f"{name} must be a date as YYYY-MM-DD") from exc
 
 
-@get("/usage")
+@get(
+    "/usage",
+    operation_class=takes(
+        parameters=[
+            query("from", {"type": "string", "format": "date"}, "first UTC day, YYYY-MM-DD (default: to - 29 days)"),
+            query("to", {"type": "string", "format": "date"}, "last UTC day, YYYY-MM-DD (default: today)"),
+        ]
+    ),
+    responses=answers(200, UsageBody, "the tenant's usage per UTC day", errors=LIST_ERRORS),
+)
 async def usage(request: AnyRequest) -> dict[str, Any]:
     """A tenant's usage per UTC day, `from` and `to` inclusive (default: the last 30 days)."""
     services = services_of(request)
     tenant_id = require_tenant(await principal_of(request))
     last = _usage_day(request.query_params.get("to"), "to", utcnow().date())
-    first = _usage_day(request.query_params.get("from"), "from", last - timedelta(days=29))
+    month_before = date.fromordinal(max(1, last.toordinal() - 29))  # `to` near 0001-01-01 must not overflow
+    first = _usage_day(request.query_params.get("from"), "from", month_before)
     if first > last:
         raise InvalidRequest("from must not be after to")
     if (last - first).days >= MAX_USAGE_DAYS:
@@ -308,7 +429,7 @@ async def usage(request: AnyRequest) -> dict[str, Any]:
     return {"days": [day.to_json() for day in await services.store.usage(tenant_id, first, last)]}
 
 
-@get("/health")
+@get("/health", responses=answers(200, HealthBody, "the bridge is up; `ready` once the engine is", errors=()))
 async def health(request: AnyRequest) -> dict[str, Any]:
     services = services_of(request)
     return {

@@ -21,6 +21,7 @@ from litestar.connection import WebSocket
 from litestar.params import FromPath
 from litestar.types import ControllerRouterHandler
 
+from bridge.openapi import answers, inline_refs, takes
 from shared.broadcast.local import ENCODING_BINARY, LocalHub, Message
 from shared.errors import BridgeError, Unauthorized
 
@@ -53,6 +54,10 @@ class _Item(msgspec.Struct):
 
 class _Batch(msgspec.Struct):
     messages: list[_Item]
+
+
+_ERRORS = (401, 403, 408, 413, 422)
+_ACCEPTED = "delivered to the topic's subscribers (an empty body)"
 
 
 def _error_response(request: Request[Any, Any, Any], exc: BridgeError) -> Response[dict[str, str]]:
@@ -121,7 +126,12 @@ def realtime_handlers(
         for topic, event in messages:
             await authorizer.check_send(token, topic, event)
 
-    @post("/api/broadcast", status_code=202)
+    @post(
+        "/api/broadcast",
+        status_code=202,
+        operation_class=takes(body=inline_refs(msgspec.json.schema(_Batch))),
+        responses=answers(202, None, _ACCEPTED, errors=_ERRORS),
+    )
     async def broadcast_batch(request: Request[Any, Any, Any]) -> Response[bytes]:
         _credentials(request)  # 401 before looking at the body
         body = await request.body()
@@ -134,7 +144,14 @@ def realtime_handlers(
             hub.broadcast(item.topic, item.event, item.payload)
         return Response(b"", status_code=202)
 
-    @post("/api/broadcast/{topic:str}/events/{event:str}", status_code=202)
+    @post(
+        "/api/broadcast/{topic:str}/events/{event:str}",
+        status_code=202,
+        operation_class=takes(
+            body={"type": "object", "description": "the payload (or application/octet-stream bytes)"}
+        ),
+        responses=answers(202, None, _ACCEPTED, errors=(400, *_ERRORS)),
+    )
     async def broadcast_one(
         request: Request[Any, Any, Any], topic: FromPath[str], event: FromPath[str]
     ) -> Response[bytes]:

@@ -8,13 +8,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from functions.validation import MAX_SEQUENCE, check_speaker
 
+MAX_MS = 2**31 - 1  # start_ms and end_ms are 32-bit integer columns in Postgres (about 24 days)
+
 
 class TranscriptData(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     text: str = Field(min_length=1, max_length=20_000)
-    start_ms: int | None = Field(default=None, ge=0)
-    end_ms: int | None = Field(default=None, ge=0)
+    start_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
+    end_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
     language: str | None = Field(default=None, max_length=16)
     confidence: float | None = Field(default=None, ge=0, le=1)
 
@@ -27,8 +29,8 @@ class TranscriptBridgeRequest(BaseModel):
     sequence_number: int = Field(ge=0, le=MAX_SEQUENCE)
     tenant_id: str | None = Field(default=None, max_length=64)
     text: str | None = Field(default=None, min_length=1, max_length=20_000)
-    start_ms: int | None = Field(default=None, ge=0)
-    end_ms: int | None = Field(default=None, ge=0)
+    start_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
+    end_ms: int | None = Field(default=None, ge=0, le=MAX_MS)
     language: str | None = Field(default=None, max_length=16)
     confidence: float | None = Field(default=None, ge=0, le=1)
     transcript_data: TranscriptData | None = None

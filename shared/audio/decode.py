@@ -126,6 +126,8 @@ def _decode_container(data: bytes, kind: AudioKind, *, continuation: bool) -> Pc
         if not container.streams.audio:
             raise InvalidAudio(f"{kind} data has no audio track; send audio")
         stream = container.streams.audio[0]
+        if stream.codec_context is None:  # a corrupt header can name a codec FFmpeg has no decoder for
+            raise InvalidAudio(f"the {kind} audio track's codec cannot be decoded; it is corrupt or not {kind} audio")
         resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
         first = True
         try:

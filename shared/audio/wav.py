@@ -92,9 +92,13 @@ def _parse_fmt(body: bytes, size: int) -> tuple[int, int, int, int]:
 def wav_samples(data: bytes, info: WavInfo) -> npt.NDArray[np.float32]:
     """Sample data as float32 in [-1, 1], shape (frames, channels); a view-and-scale, no Python loop."""
     raw = memoryview(data)[info.data_offset : info.data_offset + info.data_length]
+    out: npt.NDArray[np.float32]
     if info.encoding == _FLOAT:
         floats = np.frombuffer(raw, dtype="<f4" if info.bits == 32 else "<f8")
-        out = floats.astype(np.float32, copy=False)
+        # A corrupt float WAV holds NaN, infinities or values far past full scale, which would poison the level and
+        # speech models (one NaN cut speech out of its utterance): they become silence and full scale.
+        finite = np.nan_to_num(floats, nan=0.0, posinf=1.0, neginf=-1.0)
+        out = np.clip(finite, -1.0, 1.0, out=finite).astype(np.float32, copy=False)
     elif info.bits == 16:
         out = np.frombuffer(raw, dtype="<i2").astype(np.float32) * np.float32(1 / 32768)
     elif info.bits == 8:  # unsigned, centred on 128
