@@ -31,7 +31,7 @@ from shared.audio.formats import ChunkFormat, inspect_chunk
 from shared.audio.vad import SpeechDetector, shared_detector
 from shared.broadcast.base import Broadcaster
 from shared.broadcast.vocabulary import PARTIAL_EVENT, session_topic
-from shared.errors import EngineUnavailable, SequenceConflict, StoreConflict
+from shared.errors import EngineUnavailable, SequenceConflict, StoreConflict, StoreUnavailable
 from shared.models import InsertOutcome, NewChunk, Session, SessionStatus, SpeakerStream, TranscriptEntry, utcnow
 from shared.store.base import Store, StreamLeaseLost
 from shared.stt.base import StreamingTranscriber, Transcriber, TranscriptStream
@@ -102,6 +102,8 @@ class LivePath:
         self.runs: RunScheduler[RunResult] = RunScheduler(self.pump, config.workers)
         self.engine_failing = False  # the last engine call failed: new chunks are answered `queued`
         self._speakers: dict[tuple[str, str], SpeakerState] = {}
+        self._retries: set[asyncio.TimerHandle] = set()  # failed runs to try again (cancelled by `close`)
+        self._closed = False
 
     @property
     def engine_calls(self) -> int:
@@ -213,7 +215,16 @@ class LivePath:
     # ------------------------------------------------------------------ runs
     async def pump(self, session: Session, speaker: str, final: bool = False) -> RunResult:
         """One run: absorb every chunk of the speaker that can be absorbed now; returns the entries made and
-        whether the engine failed."""
+        whether the engine failed. A store outage fails the run (its audio stays pending) and retries it later,
+        as an engine outage does: the speaker's stored chunks must not wait for another chunk, `end` or the reaper."""
+        try:
+            return await self._pump(session, speaker, final)
+        except StoreUnavailable as exc:
+            log.warning("store unavailable for %s/%s: %s; audio stays pending", session.id, speaker, exc.detail)
+            self._schedule_retry(session, speaker, final, exc.retry_after)
+            raise
+
+    async def _pump(self, session: Session, speaker: str, final: bool) -> RunResult:
         state = self._state(session.id, speaker)
         async with state.lock:
             try:
@@ -283,7 +294,7 @@ class LivePath:
         except EngineUnavailable as exc:
             self.engine_failing = True
             state.buffer = None  # it holds chunks the store does not count as absorbed: rebuild it next time
-            log.warning("engine unavailable for %s/%s: %s; audio stays pending", session.id, speaker, exc.detail)
+            log.warning("engine unavailable for %s/%s: %s", session.id, speaker, exc.detail)
             self._schedule_retry(session, speaker, final, exc.retry_after)
             return entries, True
         except StreamLeaseLost:
@@ -317,14 +328,23 @@ class LivePath:
         state.timer = loop.call_later(wait, fire)
 
     def _schedule_retry(self, session: Session, speaker: str, final: bool, retry_after: int | None) -> None:
-        """Retry a failed engine call with growing delays; after a few, the next chunk or a restart retries."""
+        """Retry a failed run (engine or store) with growing delays; after a few, the next chunk, `end` or the
+        reaper retries."""
+        if self._closed:
+            return
         state = self._state(session.id, speaker)
         if state.retries >= MAX_RETRIES:
             log.warning("giving up retrying %s/%s for now; the audio stays pending", session.id, speaker)
             return
         delay = max(float(retry_after or 0), self.config.retry_base_s * 2**state.retries)
         state.retries += 1
-        asyncio.get_running_loop().call_later(delay, lambda: self.runs.request(session, speaker, final=final))
+
+        def fire() -> None:
+            self._retries.discard(handle)
+            self.runs.request(session, speaker, final=final)
+
+        handle = asyncio.get_running_loop().call_later(delay, fire)
+        self._retries.add(handle)
 
     def _maybe_partial(
         self, session: Session, speaker: str, stream: SpeakerStream, state: SpeakerState, buffer: SpeakerBuffer
@@ -399,6 +419,10 @@ class LivePath:
         return count
 
     async def close(self) -> None:
+        self._closed = True
+        for handle in self._retries:
+            handle.cancel()
+        self._retries.clear()
         for state in self._speakers.values():
             if state.timer is not None:
                 state.timer.cancel()

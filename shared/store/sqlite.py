@@ -9,6 +9,7 @@ here); a power cut may lose the last transactions, which is the usual SQLite tra
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import uuid
@@ -47,6 +48,8 @@ from shared.store.rows import (
     tenant_from_row,
 )
 from shared.store.sqlite_checkpoint import BACKSTOP_PAGES, WAL_SIZE_LIMIT, WalCheckpointer
+
+log = logging.getLogger(__name__)
 
 _TS = "%Y-%m-%dT%H:%M:%S.%fZ"
 _SAME_CHUNK = "USING (session_id, speaker, sequence_number)"  # a chunk's audio lives in audio_chunk_bytes
@@ -134,15 +137,20 @@ class SQLiteStore:
         try:
             yield conn
         except sqlite3.IntegrityError as exc:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise StoreConflict(f"SQLite refused a write that conflicts with stored data: {exc}") from exc
+        except sqlite3.OperationalError as exc:
+            _rollback(conn)
+            if _cannot_write_now(exc):
+                raise StoreUnavailable(f"the SQLite database cannot be written now: {exc}") from exc
+            raise
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise StoreUnavailable(f"the SQLite commit failed: {exc}") from exc
 
     async def migrate(self) -> list[str]:
@@ -606,6 +614,38 @@ class SQLiteStore:
             (session_id,),
         )
         return [entry_from_row(row) for row in rows]
+
+
+# Result codes of a write that may well succeed later (a full disk, an I/O error, a lock, a read-only file, no
+# memory): the caller gets StoreUnavailable (503 with Retry-After), never a 500. A failed statement under these
+# can leave SQLite having rolled the transaction back on its own already.
+_TRANSIENT_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def _cannot_write_now(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in _TRANSIENT_CODES  # extended codes keep the primary in the low byte
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back what is left of a failed transaction: SQLite may have done it already (SQLITE_FULL, IOERR), and a
+    rollback that fails must not hide the error that caused it."""
+    if conn.in_transaction:
+        try:
+            conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            log.warning("SQLite could not roll back a failed transaction", exc_info=True)
 
 
 def _add_usage(tx: sqlite3.Connection, tenant_id: str, day: date, audio_ms: int, engine_ms: int, calls: int) -> None:
