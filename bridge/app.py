@@ -13,6 +13,7 @@ from litestar.openapi import OpenAPIConfig
 
 from bridge.demo import DEMO_ROUTES, DemoTenant
 from bridge.errors import EXCEPTION_HANDLERS
+from bridge.logs import install_json_logging
 from bridge.realtime.redact import install_log_redaction
 from bridge.realtime.routes import realtime_handlers
 from bridge.realtime_access import SessionTopicAuthorizer
@@ -34,6 +35,8 @@ def create_app(
     broadcaster: Broadcaster | None = None,
 ) -> GuardedLitestar:
     """Build the app; backends come from settings unless handed in (tests hand in a loaded model)."""
+    if not logging.getLogger().handlers:  # a worker process spawned by uvicorn: the CLI's set-up did not reach it
+        install_json_logging()
     settings = settings or Settings()
     services = build_services(settings, store=store, transcriber=transcriber, broadcaster=broadcaster)
     return app_for(services)

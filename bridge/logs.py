@@ -66,7 +66,11 @@ class JsonFormatter(logging.Formatter):
 
 
 def install_json_logging(level: int = logging.INFO) -> None:
-    """Send every logger's records to stderr as JSON lines (called once by the CLI, before anything logs)."""
+    """Send every logger's records to stderr as JSON lines (called once per process, before anything logs: by the
+    CLI, and by `create_app` in a worker process that uvicorn spawned with no logging set up)."""
+    # what a JSON line does not carry is not looked up for every record (the caller's frame, thread, process)
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -95,7 +95,7 @@ class RequestGuard:
 
         async def receive_in_time() -> ReceiveMessage:
             nonlocal body_done, timed_out
-            if body_done:  # after the body only a disconnect can come: no deadline on waiting for it
+            if body_done or status:  # after the body (or once answering) only a disconnect can come: no deadline
                 return await receive()
             try:
                 async with asyncio.timeout_at(deadline):
@@ -126,12 +126,12 @@ class RequestGuard:
                 "%s %s %s",
                 scope["method"],
                 scope["path"],
-                status,
+                status or 500,  # nothing was sent: the app raised, and the server answers 500
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
                     "query": query,
-                    "status": status,
+                    "status": status or 500,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 1),
                 },
             )

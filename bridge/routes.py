@@ -172,11 +172,12 @@ async def create_session(request: AnyRequest) -> dict[str, Any]:
         language=spec.language,
         metadata=spec.metadata,
     )
-    await check_active_sessions(services, tenant_id)
-    if services.machines is not None:
-        machine_id = await services.machines.start(session, request.headers.get("fly-region"))
-        session = dataclasses.replace(session, machine_id=machine_id)
-    await services.store.create_session(session)
+    async with services.session_creation[tenant_id]:  # the count and the insert as one step, per process
+        await check_active_sessions(services, tenant_id)
+        if services.machines is not None:
+            machine_id = await services.machines.start(session, request.headers.get("fly-region"))
+            session = dataclasses.replace(session, machine_id=machine_id)
+        await services.store.create_session(session)
     token = services.tokens.issue(tenant_id, session.id, "session", session.created_at)
     return {"session": session.to_json(), "token": token, "realtime": realtime_info(request, services, session, token)}
 

@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 import uuid
+from collections import defaultdict
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -86,6 +87,8 @@ class Services:
     closer: SessionCloser = field(init=False)  # how a session ends, for the route, the CLI and the reaper
     webhooks: WebhookSender = field(init=False)  # the outbox of transcripts for tenants' webhooks
     reaper: ReaperConfig = field(init=False)  # the reaper's rules, from settings
+    # one session created at a time per tenant, so MAX_ACTIVE_SESSIONS is not overshot by parallel requests
+    session_creation: defaultdict[str, asyncio.Lock] = field(default_factory=lambda: defaultdict(asyncio.Lock))
 
     def __post_init__(self) -> None:
         self.tap = (

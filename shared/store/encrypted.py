@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from shared.errors import AudioUndecryptable, ConfigurationError
+from shared.errors import AudioUndecryptable, ConfigurationError, InvalidAudio
 from shared.models import (
     EntryWrite,
     InsertOutcome,
@@ -314,6 +314,11 @@ class EncryptedStore:
 
     # audio chunks: the only audio the store keeps
     async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:
+        if chunk.data.startswith(MAGIC) and self.cipher.current_id is None:
+            # stored in the clear it would read as an envelope: a tenant could stop every bridge start-up with it
+            raise InvalidAudio(
+                "the audio begins with the bytes that mark the bridge's encrypted audio; it is not audio"
+            )
         sealed = replace(
             chunk, data=self.cipher.encrypt(chunk.data, _place(chunk)), digest=self.cipher.keyed_digest(chunk.digest)
         )

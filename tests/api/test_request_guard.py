@@ -4,6 +4,7 @@ session ceiling (issue 20, Build 5). The slow-body cut and the logs of a whole r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -12,8 +13,11 @@ from typing import Any
 
 import pytest
 
+from bridge.app import create_app
 from bridge.logs import JsonFormatter, request_id
+from shared.settings import Settings
 from tests.helpers import bearer, new_session, new_tenant
+from tests.isolation.world import in_process
 
 SECURITY_HEADERS = ("x-content-type-options", "referrer-policy", "content-security-policy")
 
@@ -124,3 +128,16 @@ async def test_without_a_ceiling_a_tenant_opens_as_many_sessions_as_it_likes(app
         _, key = await new_tenant(client)
         statuses = [(await client.post("/sessions", json={}, headers=bearer(key))).status_code for _ in range(5)]
     assert statuses == [201] * 5
+
+
+async def test_parallel_creates_never_overshoot_the_active_session_ceiling(
+    make_settings: Callable[..., Settings], pg_dsn: str
+) -> None:
+    """Eight sessions asked for at once by a tenant with MAX_ACTIVE_SESSIONS=2 on Postgres: exactly two are made."""
+    settings = make_settings(store="postgres", database_url=pg_dsn, max_active_sessions=2, stt_engine="simulate")
+    async with in_process(create_app(settings)) as client:
+        _, key = await new_tenant(client)
+        answers = await asyncio.gather(*(client.post("/sessions", json={}, headers=bearer(key)) for _ in range(8)))
+        listed = (await client.get("/sessions", headers=bearer(key))).json()["sessions"]
+    assert sorted(a.status_code for a in answers) == [201, 201] + [429] * 6
+    assert len(listed) == 2

@@ -32,7 +32,7 @@ from shared.store.encrypted import key_id
 from shared.store.factory import create_store
 from shared.stt.base import Transcriber
 from tests.conftest import KeepOpen
-from tests.helpers import FIXTURES, bearer, load_pcm, new_session, post_chunk, wav_chunks
+from tests.helpers import FIXTURES, bearer, load_pcm, new_session, new_tenant, post_chunk, wav_chunks
 from tests.store.test_conformance import chunk, make_session, make_tenant
 
 KEY_A = base64.b64encode(bytes(range(32))).decode()
@@ -428,3 +428,27 @@ async def store_one_chunk(settings: Settings) -> None:
         await store.insert_chunk(chunk(session, 0, SILENCE))
     finally:
         await store.close()
+
+
+async def test_a_clear_chunk_that_looks_like_an_envelope_is_refused_so_start_up_stays_open(
+    app_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    """Without a key, a continuation chunk that begins with the envelope's marker is 400 invalid_audio and is not
+    stored, so no tenant can plant a row that would stop the next start-up; a real continuation still passes."""
+    from tests.api.test_browser_formats import recorder_chunks
+
+    webm = recorder_chunks("webm_chunk")
+    planted = ENVELOPE + bytes(4) + bytes(range(256)) * 4
+    async with app_client() as client:
+        _, key = await new_tenant(client)
+        session_id, token = await new_session(client, key)
+        assert (await post_chunk(client, token, session_id, "candidate", 0, webm[0], mime="audio/webm")).is_success
+        refused = await post_chunk(client, token, session_id, "candidate", 1, planted, mime="audio/webm")
+        assert refused.status_code == 400 and refused.json()["error"] == "invalid_audio"
+        passed = await post_chunk(client, token, session_id, "candidate", 1, webm[1], mime="audio/webm")
+        assert passed.is_success and passed.json()["status"] != "duplicate"
+        state = (await client.get(f"/sessions/{session_id}", headers=bearer(token))).json()
+    assert state["next_sequence"] == {"candidate": 2}
+    restarted = create_store(make_settings())
+    await restarted.start()  # the start-up check finds nothing it cannot open
+    await restarted.close()
