@@ -9,39 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from bridge.realtime.redact import REDACTED
+from bridge.realtime.redact import redact_text as redact
 
 request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 
-# `token=`/`apikey=` in query strings, bearer credentials, and the bridge's own key and token shapes
-_SECRETS: Final = re.compile(
-    r"\b(?P<name>apikey|access_token|token|secret|password)(?P<sep>=|\":\s*\"|: )[^&\s\"',]+"
-    r"|\b(?P<scheme>bearer)\s+[^\s\"',]+"
-    r"|\bibk_[A-Za-z0-9_-]{8,}"
-    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
-    re.IGNORECASE,
-)
 # LogRecord's own attributes: whatever else a record has came from `extra=` and goes into the JSON object
 _STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
-
-
-def redact(text: str) -> str:
-    """Mask credentials in free text: `token=abc` -> `token=REDACTED`, `Bearer abc` -> `Bearer REDACTED`."""
-
-    def mask(match: re.Match[str]) -> str:
-        if match.group("name"):
-            return f"{match.group('name')}{match.group('sep')}{REDACTED}"
-        if match.group("scheme"):
-            return f"{match.group('scheme')} {REDACTED}"
-        return REDACTED
-
-    return _SECRETS.sub(mask, text)
 
 
 class JsonFormatter(logging.Formatter):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -18,7 +16,7 @@ import httpx
 from websockets.sync.client import connect
 
 from tests.helpers import FIXTURES, chunk_body, load_pcm, wav_chunks
-from tests.test_server_process import BIN, base_env, free_port, wait_healthy
+from tests.test_server_process import BIN, base_env, free_port, server, wait_healthy
 
 SERVICE_KEY = "svc-hygiene-4f7c2a9e81d3"
 
@@ -31,15 +29,9 @@ def bridge(tmp_path: Path, **env: str) -> Iterator[tuple[str, str, Path]]:
     create = [str(BIN / "interview-bridge"), "tenant", "create", "acme", "--data-dir", str(data_dir)]
     key = json.loads(subprocess.run(create, check=True, capture_output=True, text=True, env=settings).stdout)["api_key"]
     url = f"http://127.0.0.1:{port}"
-    command = [str(BIN / "interview-bridge"), "serve"]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, env=settings, stderr=sink, start_new_session=True)
-        try:
-            wait_healthy(url, process)
-            yield url, key, log
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+    with log.open("wb") as sink, server([str(BIN / "interview-bridge"), "serve"], settings, stderr=sink) as process:
+        wait_healthy(url, process)
+        yield url, key, log
 
 
 def new_session(url: str, key: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 
@@ -54,8 +54,9 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout: float = 12
 
 
 @contextmanager
-def server(cmd: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    process = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True)
+def server(cmd: list[str], env: dict[str, str], stderr: IO[bytes] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`cmd` in a process group of its own, stopped with SIGTERM (SIGKILL after 30 s); its stderr into `stderr`."""
+    process = subprocess.Popen(cmd, env=env, cwd=REPO, start_new_session=True, stderr=stderr)
     try:
         yield process
     finally:

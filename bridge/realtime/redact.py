@@ -10,7 +10,14 @@ from urllib.parse import parse_qsl, urlencode
 
 REDACTED: Final = "REDACTED"
 _SECRET_PARAMS: Final = frozenset({"apikey", "access_token", "token"})
-_PATTERN: Final = re.compile(r"(?i)\b(apikey|access_token|token)=[^&\s\"']+")
+# `token=`/`apikey=` in query strings and JSON, bearer credentials, and the bridge's own key and token shapes
+_SECRETS: Final = re.compile(
+    r"\b(?P<name>apikey|access_token|token|secret|password)(?P<sep>=|\":\s*\"|: )[^&\s\"',]+"
+    r"|\b(?P<scheme>bearer)\s+[^\s\"',]+"
+    r"|\bibk_[A-Za-z0-9_-]{8,}"
+    r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
+    re.IGNORECASE,
+)
 
 
 def redact_query(query: str) -> str:
@@ -29,12 +36,26 @@ def redact_scope(scope: MutableMapping[str, Any]) -> None:
         scope["query_string"] = redact_query(raw.decode("latin-1")).encode("latin-1")
 
 
+def redact_text(text: str) -> str:
+    """Mask credentials in free text: `token=abc` -> `token=REDACTED`, `Bearer abc` -> `Bearer REDACTED`."""
+
+    def mask(match: re.Match[str]) -> str:
+        if match.group("name"):
+            return f"{match.group('name')}{match.group('sep')}{REDACTED}"
+        if match.group("scheme"):
+            return f"{match.group('scheme')} {REDACTED}"
+        return REDACTED
+
+    return _SECRETS.sub(mask, text)
+
+
 class RedactSecretsFilter(logging.Filter):
-    """A logging filter that masks `apikey=`/`access_token=`/`token=` values in any record's message."""
+    """A logging filter that masks credentials in any record's message (`redact_text`), for loggers whose lines are
+    not JSON (uvicorn's, and any in a process where `bridge.logs` did not set logging up)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _PATTERN.sub(lambda m: f"{m.group(1)}={REDACTED}", message)
+        redacted = redact_text(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

@@ -16,6 +16,7 @@ from bridge.app import create_app
 from shared.credentials import hash_api_key, new_api_key
 from shared.models import Tenant, utcnow
 from shared.settings import Settings
+from tests.helpers import bearer
 from tests.isolation.world import SERVICE_KEY, USER_JWT_SECRET
 
 SESSION_TOKEN_SECRET = "session-secret-for-tests-0123456789abcdef"
@@ -56,10 +57,6 @@ def add_tenant(client: Client, name: str) -> tuple[str, str]:
     tenant = Tenant(id=str(uuid.uuid4()), name=name, created_at=utcnow())
     client.blocking_portal.call(client.app.state.services.store.create_tenant, tenant, hash_api_key(api_key))
     return tenant.id, api_key
-
-
-def bearer(credential: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {credential}"}
 
 
 def new_session(client: Client, api_key: str, **body: Any) -> tuple[str, str]:

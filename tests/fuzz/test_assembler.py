@@ -31,8 +31,8 @@ from hypothesis import strategies as st
 from shared.stt.base import SAMPLE_RATE
 from shared.stt.wavio import wav_bytes
 from tests.fuzz.counts import tally
-from tests.fuzz.support import Client, add_tenant, bearer, new_session
-from tests.helpers import FIXTURES, load_pcm
+from tests.fuzz.support import Client, add_tenant, new_session
+from tests.helpers import FIXTURES, bearer, load_pcm
 
 SPEAKERS = ("candidate", "interviewer")
 UTTERANCE = re.compile(r"\[simulated (\d+\.\d) s\]")

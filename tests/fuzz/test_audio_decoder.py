@@ -34,8 +34,8 @@ from shared.audio.formats import ChunkFormat, inspect_chunk, stream_header
 from shared.errors import InvalidAudio
 from shared.stt.base import Pcm
 from tests.fuzz.counts import Tally, tally
-from tests.fuzz.support import add_tenant, bearer
-from tests.helpers import FIXTURES
+from tests.fuzz.support import add_tenant
+from tests.helpers import FIXTURES, bearer
 
 DEADLINE_S = 5.0
 HEAD = 256  # bytes where container headers live; half the mutations land here
