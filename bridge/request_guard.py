@@ -8,10 +8,10 @@ middleware only on matched routes and an unknown path's 404 needs the headers to
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
-import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final
@@ -39,6 +39,15 @@ access_log = logging.getLogger("bridge.access")
 
 _GIVEN_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")  # a caller's own X-Request-Id is kept when it looks sane
 SUPABASE_JS_CDN_ORIGIN: Final = "https://cdn.jsdelivr.net"
+
+# A made id is this process's random prefix and a counter: as unique as a uuid4 and without its system call per
+# request (on the event loop, any system call waits to take the GIL back from the audio threads)
+_ID_PREFIX: Final = os.urandom(8).hex()
+_id_counter = itertools.count()
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 def content_security_policy(settings: Settings) -> str:
@@ -80,6 +89,9 @@ def _header(scope: HTTPScope, name: bytes) -> str | None:
 
 @dataclass(frozen=True)
 class RequestGuard:
+    """Runs on the event loop for every request, so each step is kept cheap (docs/benchmarks.md): one timer per
+    request for the body's deadline, the id from a counter, the access line written by a thread of its own."""
+
     headers: list[tuple[bytes, bytes]]
     body_timeout_s: float
 
@@ -87,26 +99,43 @@ class RequestGuard:
         self, app: Callable[[HTTPScope, Receive, Send], Awaitable[None]], scope: HTTPScope, receive: Receive, send: Send
     ) -> None:
         given = _header(scope, b"x-request-id")
-        rid = given if given is not None and _GIVEN_ID.fullmatch(given) else uuid.uuid4().hex
+        rid = given if given is not None and _GIVEN_ID.fullmatch(given) else new_request_id()
         reset = request_id.set(rid)
-        started = time.perf_counter()
-        deadline = asyncio.get_running_loop().time() + self.body_timeout_s
-        body_done, timed_out, status = False, False, 0
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        task = asyncio.current_task()
+        body_done = waiting = expired = timed_out = False
+        status = 0
+
+        def expire() -> None:
+            """The body's deadline passed: a receive waiting for it is cancelled, a later one refused."""
+            nonlocal expired
+            expired = True
+            if waiting and task is not None:
+                task.cancel()
+
+        deadline = loop.call_at(started + self.body_timeout_s, expire)
 
         async def receive_in_time() -> ReceiveMessage:
-            nonlocal body_done, timed_out
+            nonlocal body_done, waiting, timed_out
             if body_done or status:  # after the body (or once answering) only a disconnect can come: no deadline
                 return await receive()
-            try:
-                async with asyncio.timeout_at(deadline):
+            if not expired:
+                waiting = True
+                try:
                     message = await receive()
-            except TimeoutError:
-                timed_out = True
-                raise RequestTimeout(
-                    f"the request body did not arrive within {self.body_timeout_s:g} s (BODY_TIMEOUT_S)"
-                ) from None
-            body_done = message["type"] != "http.request" or not message.get("more_body", False)
-            return message
+                except asyncio.CancelledError:
+                    if not expired or task is None or task.uncancel() > 0:
+                        raise  # cancelled for another reason (shutdown, a disconnect): not ours to turn into a 408
+                else:
+                    body_done = message["type"] != "http.request" or not message.get("more_body", False)
+                    if body_done:
+                        deadline.cancel()
+                    return message
+                finally:
+                    waiting = False
+            timed_out = True
+            raise RequestTimeout(f"the request body did not arrive within {self.body_timeout_s:g} s (BODY_TIMEOUT_S)")
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -121,18 +150,20 @@ class RequestGuard:
         try:
             await app(scope, receive_in_time, send_with_headers)
         finally:
-            query = redact_query(bytes(scope.get("query_string", b"")).decode("latin-1"))
+            deadline.cancel()
+            raw_query = bytes(scope.get("query_string", b""))
+            answered = status or 500  # nothing was sent: the app raised, and the server answers 500
             access_log.info(
                 "%s %s %s",
                 scope["method"],
                 scope["path"],
-                status or 500,  # nothing was sent: the app raised, and the server answers 500
+                answered,
                 extra={
                     "method": scope["method"],
                     "path": scope["path"],
-                    "query": query,
-                    "status": status or 500,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    "query": redact_query(raw_query.decode("latin-1")) if raw_query else "",
+                    "status": answered,
+                    "duration_ms": round((loop.time() - started) * 1000, 1),
                 },
             )
             request_id.reset(reset)

@@ -10,14 +10,18 @@ from urllib.parse import parse_qsl, urlencode
 
 REDACTED: Final = "REDACTED"
 _SECRET_PARAMS: Final = frozenset({"apikey", "access_token", "token"})
-# `token=`/`apikey=` in query strings and JSON, bearer credentials, and the bridge's own key and token shapes
+# `token=`/`apikey=` in query strings and JSON, bearer credentials, and the bridge's own key and token shapes; no
+# match crosses a quote or a backslash, so masking JSON text leaves it valid JSON
 _SECRETS: Final = re.compile(
-    r"\b(?P<name>apikey|access_token|token|secret|password)(?P<sep>=|\":\s*\"|: )[^&\s\"',]+"
-    r"|\b(?P<scheme>bearer)\s+[^\s\"',]+"
+    r"\b(?P<name>apikey|access_token|token|secret|password)(?P<sep>=|\":\s*\"|: )[^&\s\"',\\]+"
+    r"|\b(?P<scheme>bearer)\s+[^\s\"',\\]+"
     r"|\bibk_[A-Za-z0-9_-]{8,}"
     r"|\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+",
     re.IGNORECASE,
 )
+# every alternative above starts with one of these (lower-cased): text without any is returned at once, as the
+# regex costs ~9 us on a 230-character access line and runs for every log line
+_TRIGGERS: Final = ("apikey", "token", "secret", "password", "bearer", "ibk_", "eyj")
 
 
 def redact_query(query: str) -> str:
@@ -36,8 +40,16 @@ def redact_scope(scope: MutableMapping[str, Any]) -> None:
         scope["query_string"] = redact_query(raw.decode("latin-1")).encode("latin-1")
 
 
+def may_hold_secret(text: str) -> bool:
+    """False when `redact_text` would certainly leave `text` as it is (cheap: no regex)."""
+    lowered = text.lower()
+    return any(trigger in lowered for trigger in _TRIGGERS)
+
+
 def redact_text(text: str) -> str:
     """Mask credentials in free text: `token=abc` -> `token=REDACTED`, `Bearer abc` -> `Bearer REDACTED`."""
+    if not may_hold_secret(text):
+        return text
 
     def mask(match: re.Match[str]) -> str:
         if match.group("name"):
