@@ -319,9 +319,14 @@ class EncryptedStore:
             raise InvalidAudio(
                 "the audio begins with the bytes that mark the bridge's encrypted audio; it is not audio"
             )
-        sealed = replace(
-            chunk, data=self.cipher.encrypt(chunk.data, _place(chunk)), digest=self.cipher.keyed_digest(chunk.digest)
-        )
+        if self.cipher.current_id is None:  # nothing to seal: no copy of the chunk on the per-chunk path
+            sealed = chunk
+        else:
+            sealed = replace(
+                chunk,
+                data=self.cipher.encrypt(chunk.data, _place(chunk)),
+                digest=self.cipher.keyed_digest(chunk.digest),
+            )
         outcome = await self.inner.insert_chunk(sealed)
         if outcome is InsertOutcome.CONFLICT:
             # another digest: other audio, or the same audio stored under another key (or before encryption)
