@@ -462,36 +462,31 @@ class SQLiteStore:
 
     # audio chunks
     async def insert_chunk(self, chunk: NewChunk) -> InsertOutcome:
-        with self._write() as tx:
-            existing = tx.execute(
-                "SELECT digest FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number = ?",
-                (chunk.session_id, chunk.speaker, chunk.sequence_number),
-            ).fetchone()
-            if existing is not None:
-                same = existing["digest"] == chunk.digest
-                return InsertOutcome.DUPLICATE if same else InsertOutcome.CONFLICT
-            tx.execute(
-                "INSERT INTO audio_chunks (session_id, speaker, sequence_number, mime_type, digest,"
-                " starts_stream, received_at, state) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')",
-                (
-                    chunk.session_id,
-                    chunk.speaker,
-                    chunk.sequence_number,
-                    chunk.mime_type,
-                    chunk.digest,
-                    int(chunk.starts_stream),
-                    _ts(chunk.received_at),
-                ),
-            )
-            tx.execute(
-                "INSERT INTO audio_chunk_bytes (session_id, speaker, sequence_number, bytes) VALUES (?, ?, ?, ?)",
-                (chunk.session_id, chunk.speaker, chunk.sequence_number, chunk.data),
-            )
-            tx.execute(
-                "UPDATE sessions SET last_activity_at = ? WHERE id = ? AND last_activity_at < ?",
-                (_ts(chunk.received_at), chunk.session_id, _ts(chunk.received_at)),
-            )
-        return InsertOutcome.INSERTED
+        """One statement on the event loop's path (migration 0004's view and trigger): each statement gives up the
+        GIL and waits to take it back, so the replay check runs only after the insert was refused."""
+        key = (chunk.session_id, chunk.speaker, chunk.sequence_number)
+        received_at = _ts(chunk.received_at)
+        with self._write_lock:
+            try:
+                self.conn.execute(
+                    "INSERT INTO chunk_arrivals (session_id, speaker, sequence_number, mime_type, digest,"
+                    " starts_stream, received_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*key, chunk.mime_type, chunk.digest, int(chunk.starts_stream), received_at, chunk.data),
+                )
+                return InsertOutcome.INSERTED
+            except sqlite3.IntegrityError as exc:
+                refused = exc
+            except sqlite3.OperationalError as exc:
+                _rollback(self.conn)
+                if _cannot_write_now(exc):
+                    raise StoreUnavailable(f"the SQLite database cannot be written now: {exc}") from exc
+                raise
+        existing = self.conn.execute(
+            "SELECT digest FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number = ?", key
+        ).fetchone()
+        if existing is None:  # refused for another reason than a replay (the session is gone)
+            raise StoreConflict(f"SQLite refused a write that conflicts with stored data: {refused}") from refused
+        return InsertOutcome.DUPLICATE if existing["digest"] == chunk.digest else InsertOutcome.CONFLICT
 
     async def list_chunks(
         self,
@@ -703,6 +698,15 @@ def _insert_entry(tx: sqlite3.Connection, entry: NewEntry) -> EntryWrite:
 
 
 def _split_sql(sql: str) -> list[str]:
-    """Statements of a migration file (ours hold no semicolons inside literals)."""
+    """Statements of a migration file (ours hold no semicolons inside literals); a trigger's body, which holds
+    semicolons of its own, stays one statement."""
     lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [part.strip() for part in "\n".join(lines).split(";") if part.strip()]
+    statements: list[str] = []
+    pending = ""
+    for part in "\n".join(lines).split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                statements.append(pending.strip())
+            pending = ""
+    return statements
