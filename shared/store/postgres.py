@@ -96,6 +96,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(kind, encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session_state(conn: asyncpg.Connection) -> None:
+    """A released connection goes back to the pool as it is. asyncpg's default reset sends a query on every release
+    (`RESET ALL`, `UNLISTEN *`, `CLOSE ALL`, advisory unlocks): a second round trip for each store call, halving
+    calls per second. The store leaves no session state behind (no SET, LISTEN, cursors or session locks), and
+    asyncpg still rolls back a transaction left open before this is called."""
+
+
 class PostgresStore:
     """Store protocol on PostgreSQL through an asyncpg pool."""
 
@@ -132,6 +139,7 @@ class PostgresStore:
                 statement_cache_size=0 if self.pgbouncer else 256,
                 command_timeout=self.command_timeout,
                 init=_init_connection,
+                reset=_keep_session_state,
             )
         except (TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StoreUnavailable(f"cannot connect to Postgres ({_redact(self.dsn)}): {exc}") from exc
