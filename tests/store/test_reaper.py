@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+
+import pytest
 
 from functions.process_audio.live import LivePath
 from functions.session_end import SessionCloser
@@ -40,8 +43,23 @@ class RecordingBroadcaster:
         return [event for topic, event, _ in self.events if topic == f"session:{session.id}"]
 
 
-def closer_on(store: Store, broadcaster: RecordingBroadcaster, engine: Transcriber | None = None) -> SessionCloser:
-    return SessionCloser(store, LivePath(store, engine or SimulatedTranscriber(), broadcaster), broadcaster)
+CloserFactory = Callable[..., SessionCloser]
+
+
+@pytest.fixture
+async def closer_on(store: Store) -> AsyncIterator[CloserFactory]:
+    """`closer_on(store, broadcaster, engine=None)`: a SessionCloser over a live path of its own. Each live path is
+    closed after the test, before the store: a retry it scheduled must not run into a later test."""
+    made: list[LivePath] = []
+
+    def make(on: Store, broadcaster: RecordingBroadcaster, engine: Transcriber | None = None) -> SessionCloser:
+        live = LivePath(on, engine or SimulatedTranscriber(), broadcaster)
+        made.append(live)
+        return SessionCloser(on, live, broadcaster)
+
+    yield make
+    for live in made:
+        await live.close()
 
 
 async def status_of(store: Store, session: Session) -> SessionStatus | None:
@@ -55,7 +73,9 @@ async def store_speech(store: Store, session: Session, at: datetime) -> None:
         await store.insert_chunk(replace(chunk(session, seq, data), received_at=at + timedelta(seconds=2 * seq)))
 
 
-async def test_a_pass_abandons_the_idle_ends_the_overlong_and_leaves_the_rest(store: Store) -> None:
+async def test_a_pass_abandons_the_idle_ends_the_overlong_and_leaves_the_rest(
+    store: Store, closer_on: CloserFactory
+) -> None:
     """Idle 20 minutes: abandoned with its audio in the transcript; 5 hours long: ended; fresh or closed: as they were."""
     tenant = await make_tenant(store)
     idle = await make_session(store, tenant, at=T0)
@@ -83,7 +103,7 @@ async def test_a_pass_abandons_the_idle_ends_the_overlong_and_leaves_the_rest(st
     assert broadcaster.of(fresh) == []
 
 
-async def test_a_second_pass_finds_nothing_to_do(store: Store) -> None:
+async def test_a_second_pass_finds_nothing_to_do(store: Store, closer_on: CloserFactory) -> None:
     """Sessions a pass closed are not closed or announced again by the next one."""
     tenant = await make_tenant(store)
     await make_session(store, tenant, at=T0)
@@ -96,7 +116,7 @@ async def test_a_second_pass_finds_nothing_to_do(store: Store) -> None:
     assert [event for _, event, _ in broadcaster.events] == [STATUS_EVENT]
 
 
-async def test_two_passes_at_once_close_each_session_once(store: Store) -> None:
+async def test_two_passes_at_once_close_each_session_once(store: Store, closer_on: CloserFactory) -> None:
     """Two concurrent passes (each its own live path) abandon every idle session once between them, one event each."""
     tenant = await make_tenant(store)
     sessions = [await make_session(store, tenant, at=T0) for _ in range(6)]
@@ -111,7 +131,7 @@ async def test_two_passes_at_once_close_each_session_once(store: Store) -> None:
         assert broadcaster.of(session) == [STATUS_EVENT]
 
 
-async def test_a_session_with_recent_audio_is_not_idle(store: Store) -> None:
+async def test_a_session_with_recent_audio_is_not_idle(store: Store, closer_on: CloserFactory) -> None:
     """A session whose last chunk came 14 minutes ago stays active under a 15-minute idle timeout."""
     tenant = await make_tenant(store)
     session = await make_session(store, tenant, at=T0)
@@ -126,7 +146,9 @@ async def passes_until_quiet(store: Store, closer: SessionCloser, start: datetim
     return [await reap(start + timedelta(hours=n), closer=closer, config=CONFIG) for n in range(passes)]
 
 
-async def test_an_outage_that_outlasts_every_retry_leaves_the_audio_failed_and_listed(store: Store) -> None:
+async def test_an_outage_that_outlasts_every_retry_leaves_the_audio_failed_and_listed(
+    store: Store, closer_on: CloserFactory
+) -> None:
     """With the engine down for good, each stuck chunk is tried CHUNK_MAX_ATTEMPTS times, then listed as failed."""
     tenant = await make_tenant(store)
     session = await make_session(store, tenant, at=T0)
@@ -141,7 +163,7 @@ async def test_an_outage_that_outlasts_every_retry_leaves_the_audio_failed_and_l
     assert summaries[-1].retried == summaries[-1].failed == 0
 
 
-async def test_an_outage_that_ends_in_time_yields_the_entries(store: Store) -> None:
+async def test_an_outage_that_ends_in_time_yields_the_entries(store: Store, closer_on: CloserFactory) -> None:
     """The engine back after a few failed tries: the stuck audio becomes entries and nothing is marked failed."""
     tenant = await make_tenant(store)
     session = await make_session(store, tenant, at=T0)
@@ -156,7 +178,9 @@ async def test_an_outage_that_ends_in_time_yields_the_entries(store: Store) -> N
     assert not await store.list_chunks(session.id, "candidate", pending_only=True)
 
 
-async def test_audio_of_an_active_speaker_is_not_retried_while_it_is_fresh(store: Store) -> None:
+async def test_audio_of_an_active_speaker_is_not_retried_while_it_is_fresh(
+    store: Store, closer_on: CloserFactory
+) -> None:
     """Chunks that arrived under a minute ago are the live path's, not the reaper's: not tried, not counted."""
     tenant = await make_tenant(store)
     session = await make_session(store, tenant, at=T0)
@@ -168,7 +192,7 @@ async def test_audio_of_an_active_speaker_is_not_retried_while_it_is_fresh(store
     assert (summary.retried, summary.failed, engine.calls) == (0, 0, 0)
 
 
-async def test_retention_drops_old_audio_first_and_old_sessions_later(store: Store) -> None:
+async def test_retention_drops_old_audio_first_and_old_sessions_later(store: Store, closer_on: CloserFactory) -> None:
     """Audio of a session closed 8 days ago goes under a 7-day audio limit; the session goes under a 30-day
     limit only once it is 31 days old; unset limits keep everything."""
     tenant = await make_tenant(store)
@@ -189,7 +213,7 @@ async def test_retention_drops_old_audio_first_and_old_sessions_later(store: Sto
     assert await store.get_session(session.id, tenant.id) is None
 
 
-async def test_a_pass_skips_while_another_holds_the_lease(store: Store) -> None:
+async def test_a_pass_skips_while_another_holds_the_lease(store: Store, closer_on: CloserFactory) -> None:
     """While another process's pass holds the reaper lease, a pass does nothing; once it is given back, it runs."""
     tenant = await make_tenant(store)
     session = await make_session(store, tenant, at=T0)
