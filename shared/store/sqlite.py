@@ -128,25 +128,21 @@ class SQLiteStore:
         with self._write_lock:
             yield from self._transaction(self.conn)
 
+    @contextmanager
+    def _write_statement(self) -> Iterator[sqlite3.Connection]:
+        """One write that is a single statement, with no BEGIN and COMMIT around it: SQLite makes each statement
+        atomic, and on the event loop's path every statement saved is a wait for the GIL saved."""
+        with self._write_lock, _write_errors(self.conn):
+            yield self.conn
+
     @staticmethod
     def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"the SQLite database is busy or unwritable: {exc}") from exc
-        try:
+        with _write_errors(conn):
             yield conn
-        except sqlite3.IntegrityError as exc:
-            _rollback(conn)
-            raise StoreConflict(f"SQLite refused a write that conflicts with stored data: {exc}") from exc
-        except sqlite3.OperationalError as exc:
-            _rollback(conn)
-            if _cannot_write_now(exc):
-                raise StoreUnavailable(f"the SQLite database cannot be written now: {exc}") from exc
-            raise
-        except BaseException:
-            _rollback(conn)
-            raise
         try:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
@@ -465,28 +461,21 @@ class SQLiteStore:
         """One statement on the event loop's path (migration 0004's view and trigger): each statement gives up the
         GIL and waits to take it back, so the replay check runs only after the insert was refused."""
         key = (chunk.session_id, chunk.speaker, chunk.sequence_number)
-        received_at = _ts(chunk.received_at)
-        with self._write_lock:
-            try:
-                self.conn.execute(
+        try:
+            with self._write_statement() as conn:
+                conn.execute(
                     "INSERT INTO chunk_arrivals (session_id, speaker, sequence_number, mime_type, digest,"
                     " starts_stream, received_at, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*key, chunk.mime_type, chunk.digest, int(chunk.starts_stream), received_at, chunk.data),
+                    (*key, chunk.mime_type, chunk.digest, int(chunk.starts_stream), _ts(chunk.received_at), chunk.data),
                 )
-                return InsertOutcome.INSERTED
-            except sqlite3.IntegrityError as exc:
-                refused = exc
-            except sqlite3.OperationalError as exc:
-                _rollback(self.conn)
-                if _cannot_write_now(exc):
-                    raise StoreUnavailable(f"the SQLite database cannot be written now: {exc}") from exc
+        except StoreConflict:
+            existing = self.conn.execute(
+                "SELECT digest FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number = ?", key
+            ).fetchone()
+            if existing is None:  # refused for another reason than a replay (the session is gone)
                 raise
-        existing = self.conn.execute(
-            "SELECT digest FROM audio_chunks WHERE session_id = ? AND speaker = ? AND sequence_number = ?", key
-        ).fetchone()
-        if existing is None:  # refused for another reason than a replay (the session is gone)
-            raise StoreConflict(f"SQLite refused a write that conflicts with stored data: {refused}") from refused
-        return InsertOutcome.DUPLICATE if existing["digest"] == chunk.digest else InsertOutcome.CONFLICT
+            return InsertOutcome.DUPLICATE if existing["digest"] == chunk.digest else InsertOutcome.CONFLICT
+        return InsertOutcome.INSERTED
 
     async def list_chunks(
         self,
@@ -631,6 +620,25 @@ _TRANSIENT_CODES = frozenset(
 def _cannot_write_now(exc: sqlite3.OperationalError) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in _TRANSIENT_CODES  # extended codes keep the primary in the low byte
+
+
+@contextmanager
+def _write_errors(conn: sqlite3.Connection) -> Iterator[None]:
+    """SQLite's errors during a write as the store's own, with what is left of the write rolled back: a refused
+    write is StoreConflict, one that may pass later (busy, full, read-only) StoreUnavailable."""
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        _rollback(conn)
+        raise StoreConflict(f"SQLite refused a write that conflicts with stored data: {exc}") from exc
+    except sqlite3.OperationalError as exc:
+        _rollback(conn)
+        if _cannot_write_now(exc):
+            raise StoreUnavailable(f"the SQLite database cannot be written now: {exc}") from exc
+        raise
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -15,7 +15,7 @@ from types import FrameType
 import pytest
 
 from shared.errors import StoreConflict
-from shared.models import InsertOutcome
+from shared.models import InsertOutcome, Session
 from shared.store.sqlite import SQLiteStore
 from tests.store.test_conformance import T0, chunk, make_session, make_tenant
 
@@ -91,54 +91,57 @@ async def test_audio_stored_before_the_split_is_still_there_after_it(tmp_path: P
         await store.close()
 
 
-async def test_a_chunk_is_stored_in_one_statement_and_a_replay_checked_only_when_refused(tmp_path: Path) -> None:
+@pytest.fixture
+async def store_and_session(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, Session]]:
+    """A started store with one tenant's active session, its activity at T0."""
+    store = SQLiteStore(tmp_path / "bridge.sqlite3")
+    await store.start()
+    try:
+        yield store, await make_session(store, await make_tenant(store))
+    finally:
+        await store.close()
+
+
+async def test_a_chunk_is_stored_in_one_statement_and_a_replay_checked_only_when_refused(
+    store_and_session: tuple[SQLiteStore, Session],
+) -> None:
     """Each SQLite statement makes the event loop give up the GIL, so a new chunk is one statement and a replay two."""
-    store = SQLiteStore(tmp_path / "bridge.sqlite3")
-    await store.start()
+    store, session = store_and_session
+    calls: list[str] = []
+
+    def count_calls_into_sqlite(frame: FrameType, event: str, arg: object) -> None:
+        if event == "c_call" and getattr(arg, "__self__", None) is store.conn:
+            calls.append(getattr(arg, "__name__", "?"))
+
+    sys.setprofile(count_calls_into_sqlite)
     try:
-        tenant = await make_tenant(store)
-        session = await make_session(store, tenant)
-        calls: list[str] = []
-
-        def count_calls_into_sqlite(frame: FrameType, event: str, arg: object) -> None:
-            if event == "c_call" and getattr(arg, "__self__", None) is store.conn:
-                calls.append(getattr(arg, "__name__", "?"))
-
-        sys.setprofile(count_calls_into_sqlite)
-        try:
-            assert await store.insert_chunk(chunk(session, 3, b"RIFFone")) is InsertOutcome.INSERTED
-            assert calls == ["execute"]
-            calls.clear()
-            assert await store.insert_chunk(chunk(session, 3, b"RIFFone")) is InsertOutcome.DUPLICATE
-            assert await store.insert_chunk(chunk(session, 3, b"RIFFtwo")) is InsertOutcome.CONFLICT
-            assert calls == ["execute"] * 4  # the refused insert and the digest's read, twice
-        finally:
-            sys.setprofile(None)
-        stored = await store.get_chunk(session.id, "candidate", 3)
-        assert stored is not None and stored.data == b"RIFFone"
-        reread = await store.get_session(session.id, tenant.id)
-        assert reread is not None and reread.last_activity_at == T0 + timedelta(seconds=3)
+        assert await store.insert_chunk(chunk(session, 3, b"RIFFone")) is InsertOutcome.INSERTED
+        assert calls == ["execute"]
+        calls.clear()
+        assert await store.insert_chunk(chunk(session, 3, b"RIFFone")) is InsertOutcome.DUPLICATE
+        assert await store.insert_chunk(chunk(session, 3, b"RIFFtwo")) is InsertOutcome.CONFLICT
+        assert calls == ["execute"] * 4  # the refused insert and the digest's read, twice
     finally:
-        await store.close()
+        sys.setprofile(None)
+    stored = await store.get_chunk(session.id, "candidate", 3)
+    assert stored is not None and stored.data == b"RIFFone"
+    reread = await store.get_session(session.id, session.tenant_id)
+    assert reread is not None and reread.last_activity_at == T0 + timedelta(seconds=3)
 
 
-async def test_a_chunk_whose_audio_cannot_be_stored_leaves_nothing_behind(tmp_path: Path) -> None:
+async def test_a_chunk_whose_audio_cannot_be_stored_leaves_nothing_behind(
+    store_and_session: tuple[SQLiteStore, Session],
+) -> None:
     """The chunk's row, its audio and the session's activity are one write: the audio refused, none of it is kept."""
-    store = SQLiteStore(tmp_path / "bridge.sqlite3")
-    await store.start()
-    try:
-        tenant = await make_tenant(store)
-        session = await make_session(store, tenant)
-        store.conn.execute("PRAGMA foreign_keys=OFF")  # an orphan audio row in the way of the chunk's own
-        store.conn.execute(
-            "INSERT INTO audio_chunk_bytes (session_id, speaker, sequence_number, bytes) VALUES (?, 'candidate', 5, ?)",
-            (session.id, b"in the way"),
-        )
-        store.conn.execute("PRAGMA foreign_keys=ON")
-        with pytest.raises(StoreConflict):
-            await store.insert_chunk(chunk(session, 5))
-        assert await store.get_chunk(session.id, "candidate", 5) is None
-        reread = await store.get_session(session.id, tenant.id)
-        assert reread is not None and reread.last_activity_at == T0
-    finally:
-        await store.close()
+    store, session = store_and_session
+    store.conn.execute("PRAGMA foreign_keys=OFF")  # an orphan audio row in the way of the chunk's own
+    store.conn.execute(
+        "INSERT INTO audio_chunk_bytes (session_id, speaker, sequence_number, bytes) VALUES (?, 'candidate', 5, ?)",
+        (session.id, b"in the way"),
+    )
+    store.conn.execute("PRAGMA foreign_keys=ON")
+    with pytest.raises(StoreConflict):
+        await store.insert_chunk(chunk(session, 5))
+    assert await store.get_chunk(session.id, "candidate", 5) is None
+    reread = await store.get_session(session.id, session.tenant_id)
+    assert reread is not None and reread.last_activity_at == T0
